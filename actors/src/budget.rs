@@ -1,0 +1,241 @@
+//! The global connection budget: how many connections all pools together may hold open.
+//!
+//! Every open (or opening) connection carries a [`Permit`]; dropping the permit is the only
+//! way budget comes back, so a connection closed on any path (return, discard, panic,
+//! crash of its pool actor) gives its share back exactly once.
+//!
+//! Reserves: pool `i` is guaranteed `reserve[i]` permits. The rest, `max - Σ reserve`, is
+//! shared. A pool may take a permit while it holds fewer than its reserve, or while the
+//! shared part has room; so `Σ used ≤ Σ reserve + shared = max` always.
+
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
+use serde::Serialize;
+
+/// Told when budget it waited for may be free again.
+pub(crate) trait BudgetListener: Send + Sync {
+    fn budget_freed(&self);
+}
+
+type PressureHook = Box<dyn Fn(usize) + Send + Sync>;
+
+pub(crate) struct Budget {
+    max: usize,
+    state: Mutex<BudgetState>,
+    listeners: Mutex<Vec<Option<Weak<dyn BudgetListener>>>>,
+    /// Called (outside the lock) with the pool index when a pool is refused a permit.
+    pressure: Mutex<Option<PressureHook>>,
+}
+
+struct BudgetState {
+    used: Vec<usize>,
+    reserve: Vec<usize>,
+    shared_used: usize,
+    shared_cap: usize,
+    /// Pools refused since the last release, in the order they asked.
+    waiting: Vec<usize>,
+    peak: usize,
+    refusals: u64,
+}
+
+/// One connection's share of the budget; gives it back when dropped.
+pub(crate) struct Permit {
+    budget: Arc<Budget>,
+    pool: usize,
+}
+
+impl std::fmt::Debug for Permit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Permit(pool {})", self.pool)
+    }
+}
+
+/// The budget as the metrics see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BudgetSnapshot {
+    /// The global budget (`max_connections`).
+    pub max_connections: usize,
+    /// Permits held now, over all pools (open and opening connections).
+    pub in_use: usize,
+    /// The most ever held at once.
+    pub peak: usize,
+    /// Times a pool was refused a permit.
+    pub refusals: u64,
+}
+
+impl Budget {
+    /// `reserves` must add up to at most `max` (the builder checks it).
+    pub(crate) fn new(max: usize, reserves: Vec<usize>) -> Arc<Self> {
+        let reserved: usize = reserves.iter().sum();
+        debug_assert!(reserved <= max);
+        let n = reserves.len();
+        Arc::new(Budget {
+            max,
+            state: Mutex::new(BudgetState {
+                used: vec![0; n],
+                reserve: reserves,
+                shared_used: 0,
+                shared_cap: max.saturating_sub(reserved),
+                waiting: Vec::new(),
+                peak: 0,
+                refusals: 0,
+            }),
+            listeners: Mutex::new(vec![None; n]),
+            pressure: Mutex::new(None),
+        })
+    }
+
+    pub(crate) fn max(&self) -> usize {
+        self.max
+    }
+
+    pub(crate) fn set_listener(&self, pool: usize, listener: Weak<dyn BudgetListener>) {
+        self.listeners.lock()[pool] = Some(listener);
+    }
+
+    pub(crate) fn set_pressure_hook(&self, hook: PressureHook) {
+        *self.pressure.lock() = Some(hook);
+    }
+
+    /// A permit for `pool`, or `None` (and the pool is remembered as waiting).
+    pub(crate) fn try_acquire(self: &Arc<Self>, pool: usize) -> Option<Permit> {
+        let mut st = self.state.lock();
+        let granted = if st.used[pool] < st.reserve[pool] {
+            true
+        } else if st.shared_used < st.shared_cap {
+            st.shared_used += 1;
+            true
+        } else {
+            false
+        };
+        if granted {
+            st.used[pool] += 1;
+            let total = st.used.iter().sum::<usize>();
+            st.peak = st.peak.max(total);
+            return Some(Permit {
+                budget: self.clone(),
+                pool,
+            });
+        }
+        st.refusals += 1;
+        let first_refusal = !st.waiting.contains(&pool);
+        if first_refusal {
+            st.waiting.push(pool);
+        }
+        drop(st);
+        if first_refusal {
+            if let Some(hook) = self.pressure.lock().as_ref() {
+                hook(pool);
+            }
+        }
+        None
+    }
+
+    fn release(&self, pool: usize) {
+        let mut st = self.state.lock();
+        st.used[pool] -= 1;
+        if st.used[pool] >= st.reserve[pool] {
+            st.shared_used -= 1;
+        }
+        let waiting = std::mem::take(&mut st.waiting);
+        drop(st);
+        if waiting.is_empty() {
+            return;
+        }
+        let listeners: Vec<Arc<dyn BudgetListener>> = {
+            let all = self.listeners.lock();
+            waiting
+                .iter()
+                .filter_map(|&i| all[i].as_ref().and_then(Weak::upgrade))
+                .collect()
+        };
+        for l in listeners {
+            l.budget_freed();
+        }
+    }
+
+    /// Permits held by `pool`, and whether it is above its reserve.
+    pub(crate) fn used_by(&self, pool: usize) -> (usize, usize) {
+        let st = self.state.lock();
+        (st.used[pool], st.reserve[pool])
+    }
+
+    /// Pools refused a permit and not yet told that budget came back.
+    #[cfg(test)]
+    pub(crate) fn waiting(&self) -> Vec<usize> {
+        self.state.lock().waiting.clone()
+    }
+
+    pub(crate) fn snapshot(&self) -> BudgetSnapshot {
+        let st = self.state.lock();
+        BudgetSnapshot {
+            max_connections: self.max,
+            in_use: st.used.iter().sum(),
+            peak: st.peak,
+            refusals: st.refusals,
+        }
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.budget.release(self.pool);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserves_are_always_available_and_total_never_exceeds_max() {
+        let b = Budget::new(5, vec![2, 0, 1]);
+        // Pool 1 (no reserve) takes the whole shared part.
+        let shared: Vec<_> = (0..2).map(|_| b.try_acquire(1).unwrap()).collect();
+        assert!(b.try_acquire(1).is_none());
+        // Reserves still hold.
+        let r0: Vec<_> = (0..2).map(|_| b.try_acquire(0).unwrap()).collect();
+        let r2 = b.try_acquire(2).unwrap();
+        assert!(b.try_acquire(0).is_none());
+        assert!(b.try_acquire(2).is_none());
+        assert_eq!(b.snapshot().in_use, 5);
+        assert_eq!(b.waiting(), vec![1, 0, 2]);
+        drop(shared);
+        assert_eq!(b.snapshot().in_use, 3);
+        // Now pool 0 can go beyond its reserve through the shared part.
+        let extra = b.try_acquire(0).unwrap();
+        // Dropping a reserved permit of pool 0 while it is above reserve frees shared room.
+        drop(r0);
+        assert_eq!(b.used_by(0), (1, 2));
+        drop((extra, r2));
+        assert_eq!(b.snapshot().in_use, 0);
+        assert_eq!(b.snapshot().peak, 5);
+    }
+
+    #[test]
+    fn random_sequences_keep_the_invariant() {
+        let reserves = vec![1, 2, 0, 0];
+        let b = Budget::new(6, reserves.clone());
+        let mut held: Vec<Permit> = Vec::new();
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..10_000 {
+            if rng.bool() && !held.is_empty() {
+                let i = rng.usize(..held.len());
+                held.swap_remove(i);
+            } else if let Some(p) = b.try_acquire(rng.usize(..4)) {
+                held.push(p);
+            }
+            let snap = b.snapshot();
+            assert!(snap.in_use <= 6);
+            assert_eq!(snap.in_use, held.len());
+            // Every pool under its reserve can get a permit.
+            for (pool, &r) in reserves.iter().enumerate() {
+                let (used, _) = b.used_by(pool);
+                if used < r {
+                    assert!(b.try_acquire(pool).is_some());
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! The guard a checkout returns.
+
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+
+use bb8::ManageConnection;
+
+use super::conn::Conn;
+use super::shared::PoolShared;
+use super::stats::CloseReason;
+
+/// A connection lent by a pool. Derefs to `M::Connection`.
+///
+/// Dropping it gives the connection back: to the oldest waiter, or to the idle set. It is
+/// closed instead when `ManageConnection::has_broken` says so, when it outlived
+/// `max_lifetime`, when the caller panicked while holding it (it may be mid-protocol), or
+/// when the pool is draining or shut down.
+pub struct Pooled<M: ManageConnection> {
+    conn: Option<Conn<M::Connection>>,
+    shared: Arc<PoolShared<M>>,
+}
+
+impl<M: ManageConnection> Pooled<M> {
+    pub(crate) fn new(conn: Conn<M::Connection>, shared: Arc<PoolShared<M>>) -> Self {
+        Pooled {
+            conn: Some(conn),
+            shared,
+        }
+    }
+
+    /// Closes the connection instead of giving it back (the caller knows it is bad).
+    pub fn discard(mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.shared.put_back(conn, Some(CloseReason::Discarded));
+        }
+    }
+
+    /// The name of the pool it came from.
+    pub fn pool(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// The pool's id for this connection (unique within the pool).
+    pub fn id(&self) -> u64 {
+        self.inner().id
+    }
+
+    fn inner(&self) -> &Conn<M::Connection> {
+        self.conn.as_ref().expect("connection present until drop")
+    }
+}
+
+impl<M: ManageConnection> Deref for Pooled<M> {
+    type Target = M::Connection;
+    fn deref(&self) -> &M::Connection {
+        &self.inner().conn
+    }
+}
+
+impl<M: ManageConnection> DerefMut for Pooled<M> {
+    fn deref_mut(&mut self) -> &mut M::Connection {
+        &mut self
+            .conn
+            .as_mut()
+            .expect("connection present until drop")
+            .conn
+    }
+}
+
+impl<M: ManageConnection> Drop for Pooled<M> {
+    fn drop(&mut self) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        let close = if std::thread::panicking() {
+            Some(CloseReason::Panicked)
+        } else if self.shared.manager.has_broken(&mut conn.conn) {
+            Some(CloseReason::Broken)
+        } else {
+            None
+        };
+        self.shared.put_back(conn, close);
+    }
+}
+
+impl<M: ManageConnection> fmt::Debug for Pooled<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pooled")
+            .field("pool", &self.shared.name)
+            .field("id", &self.conn.as_ref().map(|c| c.id))
+            .finish()
+    }
+}

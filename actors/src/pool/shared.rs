@@ -1,0 +1,572 @@
+//! The state a pool shares between its actor, its handles and its lent connections.
+//!
+//! Checkout and return run here, in the caller's task, under one short lock and without
+//! a mailbox round trip. The lock is never held across an `.await`, and no connection
+//! (hence no budget permit) is ever dropped while it is held.
+
+use std::collections::HashMap;
+use std::panic::Location;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bb8::ManageConnection;
+use parking_lot::Mutex;
+use ractor::ActorRef;
+use tokio::sync::{oneshot, Notify};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::actor::PoolMsg;
+use super::conn::Conn;
+use super::stats::{CheckoutCounts, CloseReason, PoolSnapshot, Stats};
+use super::status::{Admin, Health, PoolStatus};
+use super::waiters::{Delivery, Waiter, Waiters};
+use crate::budget::{Budget, BudgetListener, Permit};
+use crate::config::{PoolConfig, Validation};
+use crate::error::CheckoutError;
+use crate::event::{EventBus, EventKind};
+use crate::redact::redact;
+
+pub(crate) struct Lease {
+    pub(crate) since: Instant,
+    pub(crate) location: &'static Location<'static>,
+    pub(crate) reported: bool,
+}
+
+pub(crate) struct State<C> {
+    /// Idle connections; the most recently returned is last (lent first).
+    pub(crate) idle: Vec<Conn<C>>,
+    pub(crate) waiters: Waiters<C>,
+    /// Connections that exist: idle, lent and being validated.
+    pub(crate) open: usize,
+    pub(crate) connecting: usize,
+    pub(crate) validating: usize,
+    pub(crate) lent: usize,
+    pub(crate) max_size: usize,
+    pub(crate) admin: Admin,
+    pub(crate) health: Health,
+    pub(crate) down_since: Option<Instant>,
+    pub(crate) last_error: Option<Arc<str>>,
+    /// A `Nudge` is in the actor's mailbox; do not send another.
+    pub(crate) nudged: bool,
+    pub(crate) exhausted_reported: bool,
+    /// Lent connections by id, kept only when `leak_threshold` is set.
+    pub(crate) leases: Option<HashMap<u64, Lease>>,
+    pub(crate) stats: Stats,
+}
+
+/// What a checkout attempt found.
+pub(crate) enum Take<C> {
+    Ready(Conn<C>),
+    Wait(oneshot::Receiver<Delivery<C>>),
+    Fail(CheckoutError),
+}
+
+/// An idle connection moved out of the idle set on the way.
+enum Stale<C> {
+    Expired(Conn<C>),
+    Validate(Conn<C>),
+}
+
+pub(crate) struct PoolShared<M: ManageConnection> {
+    pub(crate) name: Arc<str>,
+    pub(crate) backend: Arc<str>,
+    /// This pool's slot in the budget and in the supervisor.
+    pub(crate) index: usize,
+    pub(crate) manager: Arc<M>,
+    pub(crate) config: PoolConfig,
+    pub(crate) state: Mutex<State<M::Connection>>,
+    /// The live pool actor, replaced on restart; handles never hold it.
+    pub(crate) actor: Mutex<Option<ActorRef<PoolMsg>>>,
+    pub(crate) events: EventBus,
+    pub(crate) budget: Arc<Budget>,
+    /// Woken whenever a connection closes or comes back while the pool is not running.
+    pub(crate) settled: Notify,
+    next_id: AtomicU64,
+}
+
+impl<M: ManageConnection> PoolShared<M> {
+    pub(crate) fn new(
+        name: Arc<str>,
+        backend: Arc<str>,
+        index: usize,
+        manager: M,
+        config: PoolConfig,
+        events: EventBus,
+        budget: Arc<Budget>,
+    ) -> Arc<Self> {
+        let state = State {
+            idle: Vec::with_capacity(config.max_size),
+            waiters: Waiters::default(),
+            open: 0,
+            connecting: 0,
+            validating: 0,
+            lent: 0,
+            max_size: config.max_size,
+            admin: Admin::Running,
+            health: Health::Up,
+            down_since: None,
+            last_error: None,
+            nudged: false,
+            exhausted_reported: false,
+            leases: config.leak_threshold.map(|_| HashMap::new()),
+            stats: Stats::default(),
+        };
+        let shared = Arc::new(PoolShared {
+            name,
+            backend,
+            index,
+            manager: Arc::new(manager),
+            config,
+            state: Mutex::new(state),
+            actor: Mutex::new(None),
+            events,
+            budget,
+            settled: Notify::new(),
+            next_id: AtomicU64::new(1),
+        });
+        let listener: Arc<dyn BudgetListener> = shared.clone();
+        shared.budget.set_listener(index, Arc::downgrade(&listener));
+        shared
+    }
+
+    pub(crate) fn emit(&self, kind: EventKind) {
+        self.events.emit(&self.name, &self.backend, kind);
+    }
+
+    /// The error a checkout gets when the pool does not lend at all now.
+    fn refusal(&self, admin: Admin) -> Option<CheckoutError> {
+        let pool = self.name.clone();
+        match admin {
+            Admin::Running => None,
+            Admin::Paused => Some(CheckoutError::Paused { pool }),
+            Admin::Draining | Admin::Drained => Some(CheckoutError::Draining { pool }),
+            Admin::ShutDown => Some(CheckoutError::ShutDown { pool }),
+            Admin::Failed { restarts } => Some(CheckoutError::Failed { pool, restarts }),
+        }
+    }
+
+    fn unavailable(&self, st: &State<M::Connection>) -> CheckoutError {
+        CheckoutError::Unavailable {
+            pool: self.name.clone(),
+            cause: st
+                .last_error
+                .clone()
+                .unwrap_or_else(|| "backend unreachable".into()),
+        }
+    }
+
+    fn needs_validation(&self, conn: &Conn<M::Connection>, now: Instant) -> bool {
+        match self.config.validation {
+            Validation::Always => true,
+            Validation::Never => false,
+            Validation::IfIdleFor(d) => now.saturating_duration_since(conn.idle_since) > d,
+        }
+    }
+
+    /// Bookkeeping for a connection about to be lent (lock held).
+    fn lend(
+        &self,
+        st: &mut State<M::Connection>,
+        conn: &mut Conn<M::Connection>,
+        now: Instant,
+        waited: Duration,
+        location: &'static Location<'static>,
+    ) {
+        st.lent += 1;
+        st.stats.checkouts_ok += 1;
+        st.stats.peak_lent = st.stats.peak_lent.max(st.lent);
+        st.stats.wait.record(waited);
+        conn.lent_at = now;
+        conn.location = location;
+        if let Some(leases) = st.leases.as_mut() {
+            leases.insert(
+                conn.id,
+                Lease {
+                    since: now,
+                    location,
+                    reported: false,
+                },
+            );
+        }
+    }
+
+    /// The fast path of a checkout: an idle connection if one is ready and nobody waits
+    /// before us; else a place in the queue; else an error.
+    pub(crate) fn take(
+        self: &Arc<Self>,
+        location: &'static Location<'static>,
+    ) -> Take<M::Connection> {
+        let now = Instant::now();
+        let mut stale = Vec::new();
+        let mut nudge = false;
+        let mut exhausted_event = None;
+        let mut st = self.state.lock();
+        if let Some(err) = self.refusal(st.admin) {
+            st.stats.refused += 1;
+            return Take::Fail(err);
+        }
+        let mut found = None;
+        // Strict FIFO: while anyone waits, newcomers queue behind them.
+        if st.waiters.live() == 0 {
+            while let Some(mut conn) = st.idle.pop() {
+                if conn.expired(now) {
+                    st.open -= 1;
+                    st.stats.closed(CloseReason::Lifetime);
+                    stale.push(Stale::Expired(conn));
+                } else if self.needs_validation(&conn, now) {
+                    st.validating += 1;
+                    stale.push(Stale::Validate(conn));
+                } else {
+                    self.lend(&mut st, &mut conn, now, Duration::ZERO, location);
+                    found = Some(conn);
+                    break;
+                }
+            }
+        }
+        let outcome = match found {
+            Some(conn) => Take::Ready(conn),
+            None if st.health == Health::Down && st.validating == 0 => {
+                st.stats.unavailable += 1;
+                Take::Fail(self.unavailable(&st))
+            }
+            None if st.waiters.live() >= self.config.max_waiters => {
+                st.stats.exhausted += 1;
+                let waiters = st.waiters.live();
+                if !st.exhausted_reported {
+                    st.exhausted_reported = true;
+                    exhausted_event = Some(waiters);
+                }
+                Take::Fail(CheckoutError::Exhausted {
+                    pool: self.name.clone(),
+                    waiters,
+                })
+            }
+            None => {
+                let (tx, rx) = oneshot::channel();
+                st.waiters.push(Waiter {
+                    tx,
+                    since: now,
+                    location,
+                });
+                // The actor only needs to hear of it if it could open a connection.
+                if !st.nudged && st.open + st.connecting < st.max_size {
+                    st.nudged = true;
+                    nudge = true;
+                }
+                Take::Wait(rx)
+            }
+        };
+        drop(st);
+        if let Some(waiters) = exhausted_event {
+            self.emit(EventKind::Exhausted { waiters });
+        }
+        if !stale.is_empty() {
+            self.dispose(stale);
+        }
+        if nudge {
+            self.nudge();
+        }
+        outcome
+    }
+
+    fn dispose(self: &Arc<Self>, stale: Vec<Stale<M::Connection>>) {
+        let mut any_closed = false;
+        for s in stale {
+            match s {
+                Stale::Expired(conn) => {
+                    drop(conn);
+                    any_closed = true;
+                }
+                Stale::Validate(conn) => self.spawn_validation(conn),
+            }
+        }
+        if any_closed {
+            self.after_close();
+        }
+    }
+
+    /// A cancelled or timed-out waiter leaves the queue. Returns what was delivered to it
+    /// in the meantime, if anything.
+    pub(crate) fn cancel_wait(
+        &self,
+        rx: &mut oneshot::Receiver<Delivery<M::Connection>>,
+        timed_out: bool,
+    ) -> Option<Delivery<M::Connection>> {
+        let mut st = self.state.lock();
+        rx.close();
+        match rx.try_recv() {
+            Ok(delivery) => Some(delivery),
+            Err(_) => {
+                st.waiters.cancelled();
+                if timed_out {
+                    st.stats.timeouts += 1;
+                }
+                None
+            }
+        }
+    }
+
+    pub(crate) fn timeout_error(&self, waited: Duration) -> CheckoutError {
+        CheckoutError::Timeout {
+            pool: self.name.clone(),
+            waited,
+            last_error: self.state.lock().last_error.clone(),
+        }
+    }
+
+    /// Gives a connection to the oldest waiter, or to the idle set. Returns it if the pool
+    /// no longer lends (it must then be closed by the caller, outside the lock).
+    fn hand_over(
+        &self,
+        st: &mut State<M::Connection>,
+        mut conn: Conn<M::Connection>,
+        now: Instant,
+    ) -> Option<(Conn<M::Connection>, CloseReason)> {
+        match st.admin {
+            Admin::Running | Admin::Paused => {}
+            Admin::Draining | Admin::Drained | Admin::ShutDown | Admin::Failed { .. } => {
+                st.open -= 1;
+                st.stats.closed(CloseReason::Shutdown);
+                return Some((conn, CloseReason::Shutdown));
+            }
+        }
+        if st.open > st.max_size {
+            st.open -= 1;
+            st.stats.closed(CloseReason::Resized);
+            return Some((conn, CloseReason::Resized));
+        }
+        while let Some(waiter) = st.waiters.pop() {
+            self.lend(st, &mut conn, now, now - waiter.since, waiter.location);
+            match waiter.tx.send(Ok(conn)) {
+                Ok(()) => return None,
+                Err(Ok(back)) => {
+                    // The receiver vanished without the cancel protocol; undo and go on.
+                    conn = back;
+                    st.lent -= 1;
+                    st.stats.checkouts_ok -= 1;
+                    if let Some(leases) = st.leases.as_mut() {
+                        leases.remove(&conn.id);
+                    }
+                }
+                Err(Err(_)) => unreachable!("we sent Ok"),
+            }
+        }
+        st.idle.push(conn);
+        None
+    }
+
+    /// A caller gives a connection back (from `Pooled`'s drop). `close` is set when the
+    /// caller already knows it must not be reused.
+    pub(crate) fn put_back(&self, mut conn: Conn<M::Connection>, close: Option<CloseReason>) {
+        let now = Instant::now();
+        let mut st = self.state.lock();
+        st.lent -= 1;
+        st.stats
+            .hold
+            .record(now.saturating_duration_since(conn.lent_at));
+        if let Some(leases) = st.leases.as_mut() {
+            leases.remove(&conn.id);
+        }
+        let close = close.or_else(|| conn.expired(now).then_some(CloseReason::Lifetime));
+        let doomed = match close {
+            Some(reason) => {
+                st.open -= 1;
+                st.stats.closed(reason);
+                Some(conn)
+            }
+            None => {
+                conn.idle_since = now;
+                self.hand_over(&mut st, conn, now).map(|(c, _)| c)
+            }
+        };
+        let running = st.admin == Admin::Running;
+        drop(st);
+        if let Some(conn) = doomed {
+            drop(conn);
+            self.after_close();
+        } else if !running {
+            self.settled.notify_waiters();
+        }
+    }
+
+    /// Closes a connection that is not counted as lent or idle (validation failure,
+    /// reclaim, reaping): takes it off the count and drops it.
+    pub(crate) fn close(&self, conn: Conn<M::Connection>, reason: CloseReason) {
+        {
+            let mut st = self.state.lock();
+            st.open -= 1;
+            st.stats.closed(reason);
+        }
+        drop(conn);
+        self.after_close();
+    }
+
+    /// After a connection closed (and its permit was freed): wake drains, and let the
+    /// actor replace it if someone needs one.
+    pub(crate) fn after_close(&self) {
+        let nudge = {
+            let mut st = self.state.lock();
+            let wanted = st.waiters.live() > 0 || st.open + st.connecting < self.config.min_idle;
+            let nudge = wanted && !st.nudged && st.admin == Admin::Running;
+            if nudge {
+                st.nudged = true;
+            }
+            nudge
+        };
+        self.settled.notify_waiters();
+        if nudge {
+            self.nudge();
+        }
+    }
+
+    /// Asks the live pool actor to look at demand. Lost if no actor is alive; the next
+    /// actor looks at demand when it starts.
+    pub(crate) fn nudge(&self) {
+        let actor = self.actor.lock().clone();
+        let sent = actor.is_some_and(|a| a.cast(PoolMsg::Nudge).is_ok());
+        if !sent {
+            self.state.lock().nudged = false;
+        }
+    }
+
+    fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Opens one connection (a task the pool actor spawned). The caller counted it in
+    /// `connecting` and holds its permit. Returns the redacted error on failure.
+    pub(crate) async fn connect_one(self: Arc<Self>, permit: Permit) -> Result<(), Arc<str>> {
+        let timeout = self.config.connect_timeout;
+        let span = tracing::debug_span!("connect", pool = %self.name);
+        let result = tokio::time::timeout(timeout, self.manager.connect())
+            .instrument(span)
+            .await;
+        let now = Instant::now();
+        match result {
+            Ok(Ok(raw)) => {
+                let conn = Conn::new(raw, self.next_id(), now, self.config.max_lifetime, permit);
+                let doomed = {
+                    let mut st = self.state.lock();
+                    st.connecting -= 1;
+                    st.open += 1;
+                    st.stats.connects_ok += 1;
+                    self.hand_over(&mut st, conn, now)
+                };
+                if let Some((conn, _)) = doomed {
+                    drop(conn);
+                    self.after_close();
+                }
+                Ok(())
+            }
+            Ok(Err(e)) => Err(self.connect_failed(permit, redact(&format!("{e:?}")))),
+            Err(_) => {
+                Err(self.connect_failed(permit, format!("connect timed out after {timeout:?}")))
+            }
+        }
+    }
+
+    fn connect_failed(&self, permit: Permit, cause: String) -> Arc<str> {
+        tracing::warn!(pool = %self.name, %cause, "connect failed");
+        let cause: Arc<str> = cause.into();
+        {
+            let mut st = self.state.lock();
+            st.connecting -= 1;
+            st.stats.connects_failed += 1;
+            st.last_error = Some(cause.clone());
+        }
+        drop(permit);
+        self.settled.notify_waiters();
+        cause
+    }
+
+    /// Validates a connection that was idle (a task of the pool's), then lends it to the
+    /// oldest waiter or puts it back; closes it if it fails.
+    pub(crate) fn spawn_validation(self: &Arc<Self>, mut conn: Conn<M::Connection>) {
+        let shared = self.clone();
+        tokio::spawn(async move {
+            let timeout = shared.config.connect_timeout;
+            let span = tracing::debug_span!("validate", pool = %shared.name, conn = conn.id);
+            let ok = matches!(
+                tokio::time::timeout(timeout, shared.manager.is_valid(&mut conn.conn))
+                    .instrument(span)
+                    .await,
+                Ok(Ok(()))
+            );
+            let now = Instant::now();
+            let doomed = {
+                let mut st = shared.state.lock();
+                st.validating -= 1;
+                if ok && !conn.expired(now) {
+                    conn.idle_since = now;
+                    shared.hand_over(&mut st, conn, now).map(|(c, _)| c)
+                } else {
+                    st.open -= 1;
+                    st.stats.validations_failed += 1;
+                    st.stats.closed(CloseReason::Validation);
+                    Some(conn)
+                }
+            };
+            if let Some(conn) = doomed {
+                drop(conn);
+                shared.after_close();
+            }
+        });
+    }
+
+    pub(crate) fn status(&self) -> PoolStatus {
+        let st = self.state.lock();
+        PoolStatus::of(st.admin, st.health)
+    }
+
+    pub(crate) fn snapshot(&self) -> PoolSnapshot {
+        let now = Instant::now();
+        let st = self.state.lock();
+        PoolSnapshot {
+            name: self.name.to_string(),
+            backend: self.backend.to_string(),
+            status: PoolStatus::of(st.admin, st.health),
+            max_size: st.max_size,
+            min_idle: self.config.min_idle,
+            reserve: self.config.reserve,
+            open: st.open,
+            idle: st.idle.len(),
+            in_use: st.lent,
+            connecting: st.connecting,
+            validating: st.validating,
+            peak_in_use: st.stats.peak_lent,
+            waiters: st.waiters.live(),
+            oldest_waiter: st
+                .waiters
+                .oldest()
+                .map(|t| now.saturating_duration_since(t))
+                .unwrap_or_default(),
+            checkouts: CheckoutCounts {
+                ok: st.stats.checkouts_ok,
+                timeout: st.stats.timeouts,
+                exhausted: st.stats.exhausted,
+                unavailable: st.stats.unavailable,
+                refused: st.stats.refused,
+            },
+            connects_ok: st.stats.connects_ok,
+            connects_failed: st.stats.connects_failed,
+            closes: CloseReason::ALL
+                .iter()
+                .map(|&r| (r, st.stats.closes[r as usize]))
+                .collect(),
+            wait: st.stats.wait.summary(),
+            hold: st.stats.hold.summary(),
+            last_error: st.last_error.as_deref().map(str::to_owned),
+        }
+    }
+}
+
+impl<M: ManageConnection> BudgetListener for PoolShared<M> {
+    fn budget_freed(&self) {
+        let actor = self.actor.lock().clone();
+        if let Some(actor) = actor {
+            let _ = actor.cast(PoolMsg::Nudge);
+        }
+    }
+}

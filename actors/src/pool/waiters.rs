@@ -1,0 +1,83 @@
+//! The FIFO queue of callers waiting for a connection.
+//!
+//! A waiter that gives up (timeout, cancelled future) closes its receiver under the pool
+//! lock and is counted out at once; its entry stays in the queue until `pop` skips it or a
+//! compaction removes it, so cancelling is O(1) and serving stays O(1) amortized however
+//! many callers wait.
+
+use std::collections::VecDeque;
+use std::panic::Location;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::conn::Conn;
+use crate::error::CheckoutError;
+
+pub(crate) type Delivery<C> = Result<Conn<C>, CheckoutError>;
+
+pub(crate) struct Waiter<C> {
+    pub(crate) tx: oneshot::Sender<Delivery<C>>,
+    pub(crate) since: Instant,
+    pub(crate) location: &'static Location<'static>,
+}
+
+pub(crate) struct Waiters<C> {
+    queue: VecDeque<Waiter<C>>,
+    live: usize,
+}
+
+impl<C> Default for Waiters<C> {
+    fn default() -> Self {
+        Waiters {
+            queue: VecDeque::new(),
+            live: 0,
+        }
+    }
+}
+
+impl<C> Waiters<C> {
+    /// Callers still waiting.
+    pub(crate) fn live(&self) -> usize {
+        self.live
+    }
+
+    pub(crate) fn push(&mut self, waiter: Waiter<C>) {
+        self.queue.push_back(waiter);
+        self.live += 1;
+    }
+
+    /// The oldest caller still waiting.
+    pub(crate) fn pop(&mut self) -> Option<Waiter<C>> {
+        while let Some(w) = self.queue.pop_front() {
+            if w.tx.is_closed() {
+                continue;
+            }
+            self.live -= 1;
+            return Some(w);
+        }
+        None
+    }
+
+    /// A waiter still in the queue closed its receiver (under the pool lock).
+    pub(crate) fn cancelled(&mut self) {
+        self.live -= 1;
+        if self.queue.len() > 2 * self.live + 64 {
+            self.queue.retain(|w| !w.tx.is_closed());
+        }
+    }
+
+    pub(crate) fn oldest(&self) -> Option<Instant> {
+        self.queue
+            .iter()
+            .find(|w| !w.tx.is_closed())
+            .map(|w| w.since)
+    }
+
+    /// Fails every waiting caller with `err`.
+    pub(crate) fn fail_all(&mut self, err: &CheckoutError) {
+        while let Some(w) = self.pop() {
+            let _ = w.tx.send(Err(err.clone()));
+        }
+    }
+}
