@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Makes PostgreSQL and Redis available on loopback for the tests, on a fresh Debian
+# machine or one where they already run. Idempotent, and quick when all is up.
+#   POOLVISOR_PG_URL    default postgres://root@127.0.0.1:5432/test
+#   POOLVISOR_REDIS_URL default redis://127.0.0.1:6379
+set -euo pipefail
+
+log() { echo "services: $*" >&2; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+apt_updated=0
+need_pkg() { # need_pkg COMMAND PACKAGE...
+  command -v "$1" >/dev/null 2>&1 && return 0
+  shift
+  if [ "$apt_updated" = 0 ]; then
+    as_root apt-get update -qq
+    apt_updated=1
+  fi
+  log "installing $*"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+wait_for() { # wait_for SECONDS COMMAND...
+  local deadline=$((SECONDS + $1)); shift
+  until "$@" >/dev/null 2>&1; do
+    [ "$SECONDS" -ge "$deadline" ] && return 1
+    sleep 0.2
+  done
+}
+
+# PostgreSQL
+if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+  need_pkg pg_ctlcluster postgresql postgresql-client
+  version=$(ls /etc/postgresql | sort -V | tail -1)
+  log "starting PostgreSQL $version"
+  as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+  wait_for 30 pg_isready -q -h 127.0.0.1 -p 5432 || { log "PostgreSQL did not start"; exit 1; }
+fi
+# Role `root` and database `test`, with trust auth on loopback (test machines only).
+if ! psql "postgres://root@127.0.0.1:5432/test" -Atc 'select 1' >/dev/null 2>&1; then
+  log "creating role root and database test"
+  as_root su postgres -c "psql -qc \"DO \\\$\\\$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname='root') THEN CREATE ROLE root LOGIN SUPERUSER; END IF; END \\\$\\\$;\""
+  as_root su postgres -c "psql -Atc \"SELECT 1 FROM pg_database WHERE datname='test'\" | grep -q 1 || createdb -O root test"
+  hba=$(as_root su postgres -c "psql -Atc 'show hba_file'")
+  if ! as_root grep -q '^host all all 127.0.0.1/32 trust' "$hba"; then
+    as_root sed -i '1i host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust' "$hba"
+    as_root su postgres -c "psql -qc 'select pg_reload_conf()'" >/dev/null
+  fi
+  wait_for 10 psql "postgres://root@127.0.0.1:5432/test" -Atc 'select 1' \
+    || { log "cannot log in as root to database test"; exit 1; }
+fi
+
+# Redis
+if ! redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG; then
+  need_pkg redis-server redis-server
+  log "starting Redis"
+  as_root mkdir -p /var/lib/redis /var/log/redis
+  as_root redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" \
+    --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log
+  wait_for 15 sh -c 'redis-cli -h 127.0.0.1 -p 6379 ping | grep -q PONG' \
+    || { log "Redis did not start"; exit 1; }
+fi
+
+log "PostgreSQL and Redis are up"
