@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use bb8::ManageConnection;
 use tokio::sync::oneshot;
-use tokio::time::Instant;
 
 use super::pooled::Pooled;
 use super::shared::{PoolShared, Take};
@@ -76,7 +75,8 @@ impl<M: ManageConnection> PoolHandle<M> {
     }
 
     /// Borrows a connection: an idle one at once if nobody waits before us, else waits in
-    /// FIFO order for one to be returned or opened, for at most `checkout_timeout`.
+    /// FIFO order for one to be returned or opened, for at most `checkout_timeout`
+    /// (then `CheckoutError::Timeout`).
     ///
     /// Cancel-safe: dropping the future at any point loses no connection. The call site
     /// is remembered for leak reports.
@@ -84,39 +84,26 @@ impl<M: ManageConnection> PoolHandle<M> {
     pub fn checkout(&self) -> impl Future<Output = Result<Pooled<M>, CheckoutError>> + Send + '_ {
         let location = Location::caller();
         async move {
-            let started = Instant::now();
             let rx = match self.shared.take(location) {
                 Take::Ready(conn) => return Ok(Pooled::new(conn, self.shared.clone())),
                 Take::Fail(err) => return Err(err),
                 Take::Wait(rx) => rx,
             };
-            let deadline = started + self.shared.config.checkout_timeout;
+            // Bounded by the pool's sweeper, which fails this wait with `Timeout` once
+            // `checkout_timeout` has passed (one timer per pool, not per waiter).
             let mut wait = Wait {
                 shared: &self.shared,
                 rx: Some(rx),
             };
             let rx = wait.rx.as_mut().expect("set above");
-            let delivery = match tokio::time::timeout_at(deadline, rx).await {
-                Ok(Ok(delivery)) => {
-                    wait.rx = None;
-                    delivery
-                }
+            let delivery = match rx.await {
+                Ok(delivery) => delivery,
                 // The sender is only ever dropped after sending; treat it as shutdown.
-                Ok(Err(_)) => {
-                    wait.rx = None;
-                    Err(CheckoutError::ShutDown {
-                        pool: self.shared.name.clone(),
-                    })
-                }
-                Err(_elapsed) => {
-                    let mut rx = wait.rx.take().expect("still waiting");
-                    match self.shared.cancel_wait(&mut rx, true) {
-                        // Delivered just as the time ran out: take it.
-                        Some(delivery) => delivery,
-                        None => Err(self.shared.timeout_error(started.elapsed())),
-                    }
-                }
+                Err(_) => Err(CheckoutError::ShutDown {
+                    pool: self.shared.name.clone(),
+                }),
             };
+            wait.rx = None;
             delivery.map(|conn| Pooled::new(conn, self.shared.clone()))
         }
     }
@@ -132,7 +119,7 @@ struct Wait<'a, M: ManageConnection> {
 impl<M: ManageConnection> Drop for Wait<'_, M> {
     fn drop(&mut self) {
         if let Some(mut rx) = self.rx.take() {
-            if let Some(Ok(conn)) = self.shared.cancel_wait(&mut rx, false) {
+            if let Some(Ok(conn)) = self.shared.cancel_wait(&mut rx) {
                 self.shared.put_back(conn, None);
             }
         }

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::panic::Location;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bb8::ManageConnection;
@@ -83,6 +83,8 @@ pub(crate) struct PoolShared<M: ManageConnection> {
     pub(crate) budget: Arc<Budget>,
     /// Woken whenever a connection closes or comes back while the pool is not running.
     pub(crate) settled: Notify,
+    /// Wakes the sweeper when the waiter queue stops being empty (and when the pool goes).
+    sweeper: Arc<Notify>,
     next_id: AtomicU64,
 }
 
@@ -124,11 +126,49 @@ impl<M: ManageConnection> PoolShared<M> {
             events,
             budget,
             settled: Notify::new(),
+            sweeper: Arc::new(Notify::new()),
             next_id: AtomicU64::new(1),
         });
         let listener: Arc<dyn BudgetListener> = shared.clone();
         shared.budget.set_listener(index, Arc::downgrade(&listener));
+        tokio::spawn(Self::sweep(Arc::downgrade(&shared), shared.sweeper.clone()));
         shared
+    }
+
+    /// Fails waiters whose `checkout_timeout` has passed, oldest first, and returns the
+    /// deadline of the oldest one left.
+    fn expire_waiters(&self, now: Instant) -> Option<Instant> {
+        let timeout = self.config.checkout_timeout;
+        let mut st = self.state.lock();
+        loop {
+            let since = st.waiters.front()?.since;
+            if since + timeout > now {
+                return Some(since + timeout);
+            }
+            let waiter = st.waiters.pop().expect("front exists");
+            st.stats.timeouts += 1;
+            let _ = waiter.tx.send(Err(CheckoutError::Timeout {
+                pool: self.name.clone(),
+                waited: now.saturating_duration_since(since),
+                last_error: st.last_error.clone(),
+            }));
+        }
+    }
+
+    /// The pool's one timer: bounds every wait (see `waiters`). Holds the pool only
+    /// weakly; ends when the pool is dropped.
+    async fn sweep(pool: Weak<Self>, wake: Arc<Notify>) {
+        loop {
+            let next = match pool.upgrade() {
+                Some(shared) => shared.expire_waiters(Instant::now()),
+                None => return,
+            };
+            match next {
+                // Later waiters have later deadlines: nothing can expire before `at`.
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => wake.notified().await,
+            }
+        }
     }
 
     pub(crate) fn emit(&self, kind: EventKind) {
@@ -137,6 +177,9 @@ impl<M: ManageConnection> PoolShared<M> {
 
     /// The error a checkout gets when the pool does not lend at all now.
     fn refusal(&self, admin: Admin) -> Option<CheckoutError> {
+        if admin == Admin::Running {
+            return None;
+        }
         let pool = self.name.clone();
         match admin {
             Admin::Running => None,
@@ -202,6 +245,7 @@ impl<M: ManageConnection> PoolShared<M> {
         let mut stale = Vec::new();
         let mut nudge = false;
         let mut exhausted_event = None;
+        let mut wake_sweeper = false;
         let mut st = self.state.lock();
         if let Some(err) = self.refusal(st.admin) {
             st.stats.refused += 1;
@@ -245,6 +289,7 @@ impl<M: ManageConnection> PoolShared<M> {
             }
             None => {
                 let (tx, rx) = oneshot::channel();
+                wake_sweeper = st.waiters.live() == 0;
                 st.waiters.push(Waiter {
                     tx,
                     since: now,
@@ -259,6 +304,9 @@ impl<M: ManageConnection> PoolShared<M> {
             }
         };
         drop(st);
+        if wake_sweeper {
+            self.sweeper.notify_one();
+        }
         if let Some(waiters) = exhausted_event {
             self.emit(EventKind::Exhausted { waiters });
         }
@@ -292,7 +340,6 @@ impl<M: ManageConnection> PoolShared<M> {
     pub(crate) fn cancel_wait(
         &self,
         rx: &mut oneshot::Receiver<Delivery<M::Connection>>,
-        timed_out: bool,
     ) -> Option<Delivery<M::Connection>> {
         let mut st = self.state.lock();
         rx.close();
@@ -300,19 +347,8 @@ impl<M: ManageConnection> PoolShared<M> {
             Ok(delivery) => Some(delivery),
             Err(_) => {
                 st.waiters.cancelled();
-                if timed_out {
-                    st.stats.timeouts += 1;
-                }
                 None
             }
-        }
-    }
-
-    pub(crate) fn timeout_error(&self, waited: Duration) -> CheckoutError {
-        CheckoutError::Timeout {
-            pool: self.name.clone(),
-            waited,
-            last_error: self.state.lock().last_error.clone(),
         }
     }
 
@@ -559,6 +595,13 @@ impl<M: ManageConnection> PoolShared<M> {
             hold: st.stats.hold.summary(),
             last_error: st.last_error.as_deref().map(str::to_owned),
         }
+    }
+}
+
+impl<M: ManageConnection> Drop for PoolShared<M> {
+    fn drop(&mut self) {
+        // Let the sweeper see that the pool is gone.
+        self.sweeper.notify_one();
     }
 }
 

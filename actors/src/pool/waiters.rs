@@ -4,6 +4,12 @@
 //! lock and is counted out at once; its entry stays in the queue until `pop` skips it or a
 //! compaction removes it, so cancelling is O(1) and serving stays O(1) amortized however
 //! many callers wait.
+//!
+//! Waits are bounded without a timer per waiter: every waiter of a pool has the same
+//! `checkout_timeout` and the queue is FIFO, so the oldest waiter always has the earliest
+//! deadline. One sweeper task per pool (`PoolShared::sweep`) sleeps until that deadline
+//! and fails the expired waiters at the front. (A tokio timer per waiter cost more than
+//! the whole rest of a contended checkout: see BENCHMARKS.md.)
 
 use std::collections::VecDeque;
 use std::panic::Location;
@@ -65,6 +71,15 @@ impl<C> Waiters<C> {
         if self.queue.len() > 2 * self.live + 64 {
             self.queue.retain(|w| !w.tx.is_closed());
         }
+    }
+
+    /// The oldest caller still waiting, left in place (cancelled entries before it are
+    /// dropped).
+    pub(crate) fn front(&mut self) -> Option<&Waiter<C>> {
+        while self.queue.front().is_some_and(|w| w.tx.is_closed()) {
+            self.queue.pop_front();
+        }
+        self.queue.front()
     }
 
     pub(crate) fn oldest(&self) -> Option<Instant> {

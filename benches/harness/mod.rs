@@ -1,0 +1,190 @@
+//! The measuring harness shared by the benchmarks: N tasks on a 2-worker multi-thread
+//! runtime run one operation in a loop; each operation is timed from just before checkout
+//! to just after the guard is dropped, followed by `consume_budget()`. 0.5 s warm-up, then
+//! a measured window (3 s unless `--seconds` says otherwise).
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+/// One operation under test (checkout, use, drop).
+pub trait Op: Clone + Send + Sync + 'static {
+    fn run(&self) -> impl Future<Output = ()> + Send;
+}
+
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub ops_per_s: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub max_us: f64,
+    pub jain: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub warmup: Duration,
+    pub measure: Duration,
+    pub passes: usize,
+    /// `--only NAME`: measure only this pool (for profiling).
+    pub only: Option<String>,
+    /// `--tasks N`: measure only cases with this many tasks.
+    pub tasks: Option<usize>,
+}
+
+impl Settings {
+    pub fn wants(&self, pool: &str, tasks: usize) -> bool {
+        self.only.as_deref().is_none_or(|o| o == pool) && self.tasks.is_none_or(|t| t == tasks)
+    }
+}
+
+impl Settings {
+    /// `--seconds S` (measured window), `--passes N` (median of N), `--quick`.
+    pub fn from_args() -> Self {
+        let mut s = Settings {
+            warmup: Duration::from_millis(500),
+            measure: Duration::from_secs(3),
+            passes: 1,
+            only: None,
+            tasks: None,
+        };
+        let args: Vec<String> = std::env::args().collect();
+        let mut i = 1;
+        while i < args.len() {
+            match args[i].as_str() {
+                "--seconds" => {
+                    s.measure = Duration::from_secs_f64(args[i + 1].parse().expect("--seconds S"));
+                    i += 1;
+                }
+                "--passes" => {
+                    s.passes = args[i + 1].parse().expect("--passes N");
+                    i += 1;
+                }
+                "--only" => {
+                    s.only = Some(args[i + 1].clone());
+                    i += 1;
+                }
+                "--tasks" => {
+                    s.tasks = Some(args[i + 1].parse().expect("--tasks N"));
+                    i += 1;
+                }
+                "--quick" => {
+                    s.warmup = Duration::from_millis(100);
+                    s.measure = Duration::from_millis(500);
+                }
+                _ => {} // cargo bench passes --bench
+            }
+            i += 1;
+        }
+        s
+    }
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+const WARMUP: u8 = 0;
+const MEASURE: u8 = 1;
+const STOP: u8 = 2;
+
+/// Runs `tasks` copies of `op` and measures them.
+pub async fn measure<O: Op>(op: O, tasks: usize, settings: &Settings) -> Outcome {
+    let phase = Arc::new(AtomicU8::new(WARMUP));
+    let mut handles = Vec::with_capacity(tasks);
+    for _ in 0..tasks {
+        let op = op.clone();
+        let phase = phase.clone();
+        handles.push(tokio::spawn(async move {
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).unwrap();
+            let mut count = 0u64;
+            loop {
+                let p = phase.load(Ordering::Relaxed);
+                if p == STOP {
+                    break;
+                }
+                let t0 = Instant::now();
+                op.run().await;
+                let dt = t0.elapsed();
+                if p == MEASURE {
+                    hist.saturating_record(dt.as_nanos() as u64);
+                    count += 1;
+                }
+                tokio::task::consume_budget().await;
+            }
+            (hist, count)
+        }));
+    }
+    tokio::time::sleep(settings.warmup).await;
+    phase.store(MEASURE, Ordering::Relaxed);
+    let started = Instant::now();
+    tokio::time::sleep(settings.measure).await;
+    phase.store(STOP, Ordering::Relaxed);
+    let window = started.elapsed();
+    let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).unwrap();
+    let mut counts = Vec::with_capacity(tasks);
+    for h in handles {
+        let (hist, count) = h.await.expect("bench task");
+        all.add(hist).unwrap();
+        counts.push(count as f64);
+    }
+    // Operations that finished after the window closed are few and counted; the window
+    // is measured, so ops/s is total / window.
+    let total: f64 = counts.iter().sum();
+    let sq: f64 = counts.iter().map(|c| c * c).sum();
+    let us = |v: u64| v as f64 / 1e3;
+    Outcome {
+        ops_per_s: total / window.as_secs_f64(),
+        p50_us: us(all.value_at_quantile(0.5)),
+        p99_us: us(all.value_at_quantile(0.99)),
+        p999_us: us(all.value_at_quantile(0.999)),
+        max_us: us(all.max()),
+        jain: if sq == 0.0 {
+            0.0
+        } else {
+            total * total / (counts.len() as f64 * sq)
+        },
+    }
+}
+
+/// The median outcome (by ops/s) of several.
+pub fn median(mut outcomes: Vec<Outcome>) -> Outcome {
+    outcomes.sort_by(|a, b| a.ops_per_s.total_cmp(&b.ops_per_s));
+    outcomes[outcomes.len() / 2].clone()
+}
+
+pub fn fmt_rate(r: f64) -> String {
+    if r >= 1e6 {
+        format!("{:.2} M/s", r / 1e6)
+    } else if r >= 1e3 {
+        format!("{:.1} k/s", r / 1e3)
+    } else {
+        format!("{r:.0}/s")
+    }
+}
+
+pub fn header() {
+    println!("| case | pool | ops/s | p50 µs | p99 µs | p99.9 µs | max µs | Jain |");
+    println!("|---|---|---|---|---|---|---|---|");
+}
+
+pub fn row(case: &str, pool: &str, o: &Outcome) {
+    println!(
+        "| {case} | {pool} | {} | {:.1} | {:.1} | {:.1} | {:.0} | {:.3} |",
+        fmt_rate(o.ops_per_s),
+        o.p50_us,
+        o.p99_us,
+        o.p999_us,
+        o.max_us,
+        o.jain
+    );
+}

@@ -1,0 +1,151 @@
+//! `noop`: checkout + drop on a manager whose connect and validation do nothing —
+//! the cost of the pool itself. poolvisor (default config), bb8 (default, and without
+//! its check-out test) and deadpool (default), in one run.
+//!
+//! `cargo bench --bench noop [-- --passes 5 --seconds 3]`
+
+mod harness;
+
+use std::convert::Infallible;
+
+use harness::{header, measure, median, row, runtime, Op, Outcome, Settings};
+use poolvisor::{PoolConfig, PoolHandle, Supervisor};
+
+#[derive(Clone, Copy)]
+struct Noop;
+
+impl bb8::ManageConnection for Noop {
+    type Connection = ();
+    type Error = Infallible;
+    async fn connect(&self) -> Result<(), Infallible> {
+        Ok(())
+    }
+    async fn is_valid(&self, _: &mut ()) -> Result<(), Infallible> {
+        Ok(())
+    }
+    fn has_broken(&self, _: &mut ()) -> bool {
+        false
+    }
+}
+
+impl deadpool::managed::Manager for Noop {
+    type Type = ();
+    type Error = Infallible;
+    async fn create(&self) -> Result<(), Infallible> {
+        Ok(())
+    }
+    async fn recycle(
+        &self,
+        _: &mut (),
+        _: &deadpool::managed::Metrics,
+    ) -> deadpool::managed::RecycleResult<Infallible> {
+        Ok(())
+    }
+}
+
+#[derive(Clone)]
+struct Poolvisor(PoolHandle<Noop>);
+impl Op for Poolvisor {
+    async fn run(&self) {
+        drop(self.0.checkout().await.expect("poolvisor checkout"));
+    }
+}
+
+#[derive(Clone)]
+struct Bb8(bb8::Pool<Noop>);
+impl Op for Bb8 {
+    async fn run(&self) {
+        drop(self.0.get().await.expect("bb8 checkout"));
+    }
+}
+
+#[derive(Clone)]
+struct Deadpool(deadpool::managed::Pool<Noop>);
+impl Op for Deadpool {
+    async fn run(&self) {
+        drop(self.0.get().await.expect("deadpool checkout"));
+    }
+}
+
+const POOLS: [&str; 4] = ["poolvisor", "bb8", "bb8 no test", "deadpool"];
+
+async fn one(pool: &str, tasks: usize, size: usize, settings: &Settings) -> Outcome {
+    match pool {
+        "poolvisor" => {
+            let sup = Supervisor::builder()
+                .pool("noop", Noop, PoolConfig::default().max_size(size))
+                .start()
+                .await
+                .unwrap();
+            let h = sup.pool::<Noop>("noop").unwrap();
+            let o = measure(Poolvisor(h), tasks, settings).await;
+            sup.shutdown().await.unwrap();
+            o
+        }
+        "bb8" | "bb8 no test" => {
+            let p = bb8::Pool::builder()
+                .max_size(size as u32)
+                .test_on_check_out(pool == "bb8")
+                .build(Noop)
+                .await
+                .unwrap();
+            measure(Bb8(p), tasks, settings).await
+        }
+        "deadpool" => {
+            let p = deadpool::managed::Pool::builder(Noop)
+                .max_size(size)
+                .build()
+                .unwrap();
+            measure(Deadpool(p), tasks, settings).await
+        }
+        _ => unreachable!(),
+    }
+}
+
+fn main() {
+    let settings = Settings::from_args();
+    let cases = [(1usize, 8usize), (64, 8), (512, 16)];
+    let mut results: Vec<Vec<Vec<Outcome>>> = vec![vec![Vec::new(); POOLS.len()]; cases.len()];
+    for _ in 0..settings.passes {
+        for (c, &(tasks, size)) in cases.iter().enumerate() {
+            for (p, pool) in POOLS.iter().enumerate() {
+                if !settings.wants(pool, tasks) {
+                    continue;
+                }
+                // A fresh runtime per measurement: no state carried between pools.
+                let o = runtime().block_on(one(pool, tasks, size, &settings));
+                results[c][p].push(o);
+            }
+        }
+    }
+    println!(
+        "noop: {} pass(es), {:?} warm-up, {:?} measured per case, 2 workers\n",
+        settings.passes, settings.warmup, settings.measure
+    );
+    header();
+    let mut ratios = Vec::new();
+    for (c, &(tasks, size)) in cases.iter().enumerate() {
+        if results[c].iter().any(Vec::is_empty) {
+            for (p, pool) in POOLS.iter().enumerate() {
+                if !results[c][p].is_empty() {
+                    row(
+                        &format!("noop {tasks} / {size}"),
+                        pool,
+                        &median(results[c][p].clone()),
+                    );
+                }
+            }
+            continue;
+        }
+        let meds: Vec<Outcome> = results[c].iter().map(|r| median(r.clone())).collect();
+        for (p, pool) in POOLS.iter().enumerate() {
+            row(&format!("noop {tasks} / {size}"), pool, &meds[p]);
+        }
+        let best_peer = meds[1].ops_per_s.max(meds[3].ops_per_s);
+        ratios.push((tasks, size, meds[0].ops_per_s / best_peer, meds[0].jain));
+    }
+    println!("\npoolvisor / better of bb8 default and deadpool (target ≥ 1.2, Jain ≥ 0.99):");
+    for (tasks, size, r, jain) in ratios {
+        println!("- noop {tasks} / {size}: {r:.2}× (Jain {jain:.3})");
+    }
+}
