@@ -101,6 +101,14 @@ pub enum StartError {
         /// The field and what is wrong with it.
         source: ConfigError,
     },
+    /// A pool's backend could not be set up (a bad URL, say); the message has no password.
+    #[error("pool `{pool}`: {message}")]
+    InvalidBackend {
+        /// The pool.
+        pool: String,
+        /// What is wrong.
+        message: String,
+    },
     /// A pool name is empty, too long or has characters other than `[A-Za-z0-9_.-]`.
     #[error("invalid pool name {name:?}: use 1 to 64 characters of [A-Za-z0-9_.-]")]
     InvalidName {

@@ -148,6 +148,13 @@ impl MockManager {
         }
     }
 
+    /// Every open connection reports `has_broken` from now on (its driver saw it close).
+    pub fn break_all(&self) {
+        for flags in self.inner.conns.lock().iter().filter_map(Weak::upgrade) {
+            flags.broken.store(true, Ordering::Release);
+        }
+    }
+
     /// Connections open now (made and not dropped).
     pub fn live(&self) -> usize {
         self.inner.live.load(Ordering::Acquire)

@@ -222,6 +222,19 @@ async fn broken_and_discarded_connections_are_closed_not_reused() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_idle_connection_known_broken_is_replaced_before_anyone_gets_it() {
+    let cfg = PoolConfig::default().validation(Validation::Never);
+    let (sup, pool, mock) = one_pool(cfg).await;
+    let first = pool.checkout().await.unwrap().id();
+    mock.break_all(); // its socket closed while it sat idle; the driver noticed
+    let conn = pool.checkout().await.unwrap();
+    assert_ne!(conn.id(), first);
+    assert_eq!(closes(&pool.snapshot(), CloseReason::Broken), 1);
+    drop(conn);
+    sup.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
 async fn validation_policies() {
     for (policy, expect_after_fresh, expect_after_idle) in [
         (Validation::Always, 1, 2),

@@ -65,7 +65,7 @@ pub(crate) enum Take<C> {
 
 /// An idle connection moved out of the idle set on the way.
 enum Stale<C> {
-    Expired(Conn<C>),
+    Closed(Conn<C>),
     Validate(Conn<C>),
 }
 
@@ -255,10 +255,19 @@ impl<M: ManageConnection> PoolShared<M> {
         // Strict FIFO: while anyone waits, newcomers queue behind them.
         if st.waiters.live() == 0 {
             while let Some(mut conn) = st.idle.pop() {
-                if conn.expired(now) {
+                // `has_broken` is synchronous and cheap by contract: a connection whose
+                // driver already saw it close is replaced before anyone gets it.
+                let close = if conn.expired(now) {
+                    Some(CloseReason::Lifetime)
+                } else if self.manager.has_broken(&mut conn.conn) {
+                    Some(CloseReason::Broken)
+                } else {
+                    None
+                };
+                if let Some(reason) = close {
                     st.open -= 1;
-                    st.stats.closed(CloseReason::Lifetime);
-                    stale.push(Stale::Expired(conn));
+                    st.stats.closed(reason);
+                    stale.push(Stale::Closed(conn));
                 } else if self.needs_validation(&conn, now) {
                     st.validating += 1;
                     stale.push(Stale::Validate(conn));
@@ -323,7 +332,7 @@ impl<M: ManageConnection> PoolShared<M> {
         let mut any_closed = false;
         for s in stale {
             match s {
-                Stale::Expired(conn) => {
+                Stale::Closed(conn) => {
                     drop(conn);
                     any_closed = true;
                 }

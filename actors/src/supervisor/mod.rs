@@ -36,7 +36,8 @@ type MakePool = Box<dyn FnOnce(usize, EventBus, Arc<Budget>) -> Arc<dyn PoolCont
 struct PendingPool {
     name: String,
     config: PoolConfig,
-    make: MakePool,
+    /// `Err` when the backend could not be built; reported by `start()`.
+    make: Result<MakePool, String>,
 }
 
 /// Collects pools and supervisor settings; `start()` validates them and spawns the actors.
@@ -111,23 +112,37 @@ impl SupervisorBuilder {
     /// Adds a pool and names its backend kind (`postgres`, `redis`, `http`, ...) for
     /// events and metrics.
     pub fn pool_with_backend<M: ManageConnection>(
-        mut self,
+        self,
         name: impl Into<String>,
         backend: &str,
         manager: M,
+        config: PoolConfig,
+    ) -> Self {
+        self.try_pool_with_backend(name, backend, Ok::<M, String>(manager), config)
+    }
+
+    /// Adds a pool whose manager may have failed to build (e.g. from a bad URL); the
+    /// error, which must not contain a password, is reported by `start()` with the pool's
+    /// name. This is how backend constructors with a URL plug into the builder.
+    pub fn try_pool_with_backend<M: ManageConnection, E: std::fmt::Display>(
+        mut self,
+        name: impl Into<String>,
+        backend: &str,
+        manager: Result<M, E>,
         config: PoolConfig,
     ) -> Self {
         let name = name.into();
         let backend: Arc<str> = backend.into();
         let pool_name: Arc<str> = name.as_str().into();
         let cfg = config.clone();
-        self.pools.push(PendingPool {
-            name,
-            config,
-            make: Box::new(move |index, events, budget| {
-                PoolShared::new(pool_name, backend, index, manager, cfg, events, budget)
-            }),
-        });
+        let make = manager
+            .map_err(|e| e.to_string())
+            .map(|manager| -> MakePool {
+                Box::new(move |index, events, budget| {
+                    PoolShared::new(pool_name, backend, index, manager, cfg, events, budget)
+                })
+            });
+        self.pools.push(PendingPool { name, config, make });
         self
     }
 
@@ -170,6 +185,12 @@ impl SupervisorBuilder {
             if !seen.insert(p.name.as_str()) {
                 return Err(StartError::DuplicatePool {
                     name: p.name.clone(),
+                });
+            }
+            if let Err(message) = &p.make {
+                return Err(StartError::InvalidBackend {
+                    pool: p.name.clone(),
+                    message: crate::redact(message),
                 });
             }
             p.config
@@ -229,7 +250,8 @@ impl SupervisorBuilder {
         let mut pools = Vec::with_capacity(self.pools.len());
         for (i, p) in self.pools.into_iter().enumerate() {
             by_name.insert(p.name, i);
-            pools.push((p.make)(i, events.clone(), budget.clone()));
+            let make = p.make.expect("checked by validate");
+            pools.push(make(i, events.clone(), budget.clone()));
         }
         let metrics = Arc::new(Mutex::new(None));
         let args = SupArgs {

@@ -1,0 +1,369 @@
+//! HTTP pools: our own manager over hyper 1.x client connections — HTTP/1.1, HTTP/2 with
+//! prior knowledge, or HTTPS (rustls) with ALPN choosing h2 when the server offers it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bb8::ManageConnection;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::{http1, http2};
+use hyper::header::{HeaderValue, HOST};
+use hyper::http::uri::{Authority, Scheme};
+use hyper::{Request, Response, Uri};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use poolvisor_actors::{CheckoutError, PoolHandle};
+use tokio::net::TcpStream;
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+use tokio_rustls::TlsConnector;
+
+use super::error::BackendError;
+
+/// Which protocol a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpVersion {
+    /// HTTP/1.1 over plain TCP; over TLS, h2 if the server offers it by ALPN, else 1.1.
+    Auto,
+    /// HTTP/1.1 only.
+    Http1,
+    /// HTTP/2 only: prior knowledge over plain TCP, ALPN `h2` over TLS.
+    Http2,
+}
+
+/// An HTTP(S) connection manager for one upstream (scheme, host and port of a base URL).
+///
+/// ```
+/// use poolvisor::backends::Http;
+/// let h = Http::new("http://user:secret@127.0.0.1:3100/loki").unwrap();
+/// assert_eq!(h.target(), "http://127.0.0.1:3100");
+/// assert!(Http::new("ftp://x").is_err());
+/// ```
+#[derive(Clone)]
+pub struct Http {
+    scheme: Scheme,
+    authority: Authority,
+    host: String,
+    port: u16,
+    target: Arc<str>,
+    version: HttpVersion,
+    tls: Option<TlsConnector>,
+    roots: Option<Arc<RootCertStore>>,
+}
+
+impl std::fmt::Debug for Http {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Http")
+            .field("target", &self.target)
+            .field("version", &self.version)
+            .finish()
+    }
+}
+
+impl Http {
+    /// For the upstream of `base_url` (`http://host[:port]` or `https://host[:port]`; a
+    /// path is ignored). HTTPS trusts the system's root certificates unless
+    /// `root_certificates` says otherwise.
+    pub fn new(base_url: &str) -> Result<Self, BackendError> {
+        let bad = |reason: &str| BackendError::invalid_url("http", base_url, reason);
+        let uri: Uri = base_url
+            .parse()
+            .map_err(|e: hyper::http::uri::InvalidUri| bad(&e.to_string()))?;
+        let scheme = uri.scheme().cloned().ok_or_else(|| bad("no scheme"))?;
+        let default_port = match scheme.as_str() {
+            "http" => 80,
+            "https" => 443,
+            _ => return Err(bad("scheme must be http or https")),
+        };
+        let host = uri
+            .host()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| bad("no host"))?;
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = uri.port_u16().unwrap_or(default_port);
+        let authority: Authority = match uri.port_u16() {
+            Some(p) => format!("{}:{p}", uri.host().unwrap_or_default()),
+            None => uri.host().unwrap_or_default().to_string(),
+        }
+        .parse()
+        .map_err(|_| bad("bad host"))?;
+        let target = format!("{scheme}://{authority}").into();
+        let mut http = Http {
+            scheme,
+            authority,
+            host,
+            port,
+            target,
+            version: HttpVersion::Auto,
+            tls: None,
+            roots: None,
+        };
+        http.rebuild_tls()?;
+        Ok(http)
+    }
+
+    /// Chooses the protocol (default `Auto`).
+    pub fn version(mut self, version: HttpVersion) -> Result<Self, BackendError> {
+        self.version = version;
+        self.rebuild_tls()?;
+        Ok(self)
+    }
+
+    /// Trusts exactly these roots for HTTPS instead of the system's.
+    pub fn root_certificates(mut self, roots: RootCertStore) -> Result<Self, BackendError> {
+        self.roots = Some(Arc::new(roots));
+        self.rebuild_tls()?;
+        Ok(self)
+    }
+
+    /// `scheme://host:port`, for messages.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    fn rebuild_tls(&mut self) -> Result<(), BackendError> {
+        if self.scheme != Scheme::HTTPS {
+            return Ok(());
+        }
+        let roots = match &self.roots {
+            Some(r) => r.clone(),
+            None => Arc::new(system_roots()),
+        };
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| BackendError::server(&self.target, e))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = match self.version {
+            HttpVersion::Auto => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+            HttpVersion::Http1 => vec![b"http/1.1".to_vec()],
+            HttpVersion::Http2 => vec![b"h2".to_vec()],
+        };
+        self.tls = Some(TlsConnector::from(Arc::new(config)));
+        Ok(())
+    }
+}
+
+fn system_roots() -> RootCertStore {
+    let mut roots = RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    roots
+}
+
+enum Sender {
+    H1(http1::SendRequest<Full<Bytes>>),
+    H2(http2::SendRequest<Full<Bytes>>),
+}
+
+/// A pooled HTTP connection: send requests on it with [`HttpConnection::send`].
+pub struct HttpConnection {
+    sender: Sender,
+    scheme: Scheme,
+    authority: Authority,
+}
+
+impl HttpConnection {
+    /// `true` for an HTTP/2 connection.
+    pub fn is_http2(&self) -> bool {
+        matches!(self.sender, Sender::H2(_))
+    }
+
+    /// Sends a request, once the connection is ready for one (an HTTP/1.1 connection whose
+    /// previous exchange was abandoned first finishes it). A URI that is only a path
+    /// (`/loki/api/v1/push`) is completed with the upstream's scheme and authority; `Host`
+    /// is set for HTTP/1.1.
+    pub async fn send(
+        &mut self,
+        mut req: Request<Full<Bytes>>,
+    ) -> Result<Response<hyper::body::Incoming>, hyper::Error> {
+        let path = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| "/".parse().expect("valid path"));
+        match &mut self.sender {
+            Sender::H1(s) => {
+                s.ready().await?;
+                *req.uri_mut() = Uri::from(path);
+                if !req.headers().contains_key(HOST) {
+                    if let Ok(v) = HeaderValue::from_str(self.authority.as_str()) {
+                        req.headers_mut().insert(HOST, v);
+                    }
+                }
+                s.send_request(req).await
+            }
+            Sender::H2(s) => {
+                s.ready().await?;
+                *req.uri_mut() = Uri::builder()
+                    .scheme(self.scheme.clone())
+                    .authority(self.authority.clone())
+                    .path_and_query(path)
+                    .build()
+                    .expect("valid parts");
+                s.send_request(req).await
+            }
+        }
+    }
+}
+
+impl ManageConnection for Http {
+    type Connection = HttpConnection;
+    type Error = BackendError;
+
+    async fn connect(&self) -> Result<HttpConnection, BackendError> {
+        let err = |e: &dyn std::fmt::Display| BackendError::server(&self.target, e);
+        let tcp = TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .map_err(|e| err(&e))?;
+        let _ = tcp.set_nodelay(true);
+        let sender = match &self.tls {
+            None => match self.version {
+                HttpVersion::Http2 => handshake_h2(tcp).await,
+                HttpVersion::Auto | HttpVersion::Http1 => handshake_h1(tcp).await,
+            },
+            Some(tls) => {
+                let name = ServerName::try_from(self.host.clone()).map_err(|e| err(&e))?;
+                let stream = tls.connect(name, tcp).await.map_err(|e| err(&e))?;
+                let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                if h2 {
+                    handshake_h2(stream).await
+                } else if self.version == HttpVersion::Http2 {
+                    return Err(err(&"the server did not agree to HTTP/2 (ALPN)"));
+                } else {
+                    handshake_h1(stream).await
+                }
+            }
+        }
+        .map_err(|e| err(&e))?;
+        Ok(HttpConnection {
+            sender,
+            scheme: self.scheme.clone(),
+            authority: self.authority.clone(),
+        })
+    }
+
+    async fn is_valid(&self, conn: &mut HttpConnection) -> Result<(), BackendError> {
+        let ready = match &mut conn.sender {
+            Sender::H1(s) => s.ready().await,
+            Sender::H2(s) => s.ready().await,
+        };
+        ready.map_err(|e| BackendError::server(&self.target, e))
+    }
+
+    fn has_broken(&self, conn: &mut HttpConnection) -> bool {
+        match &conn.sender {
+            Sender::H1(s) => s.is_closed(),
+            Sender::H2(s) => s.is_closed(),
+        }
+    }
+}
+
+async fn handshake_h1<S>(io: S) -> Result<Sender, hyper::Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, conn) = http1::handshake(TokioIo::new(io)).await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "http/1.1 connection ended");
+        }
+    });
+    Ok(Sender::H1(sender))
+}
+
+async fn handshake_h2<S>(io: S) -> Result<Sender, hyper::Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(io)).await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "http/2 connection ended");
+        }
+    });
+    Ok(Sender::H2(sender))
+}
+
+/// Why a one-call HTTP request failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HttpError {
+    /// No connection could be checked out.
+    #[error(transparent)]
+    Checkout(#[from] CheckoutError),
+    /// The exchange failed (the connection is closed, not reused).
+    #[error("{target}: {source}")]
+    Request {
+        /// The upstream.
+        target: String,
+        /// hyper's error.
+        source: hyper::Error,
+    },
+    /// The whole exchange (checkout, request, body) took longer than its timeout.
+    #[error("{target}: no complete response within {timeout:?}")]
+    Timeout {
+        /// The upstream.
+        target: String,
+        /// The timeout.
+        timeout: Duration,
+    },
+}
+
+/// One-call requests on an HTTP pool: check out, send, read the whole body, give the
+/// connection back.
+pub trait HttpPoolExt {
+    /// Sends `req` and returns the response with its body read, all within `timeout`.
+    /// A connection whose exchange failed or timed out is closed, not reused.
+    fn request(
+        &self,
+        req: Request<Full<Bytes>>,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = Result<Response<Bytes>, HttpError>> + Send;
+}
+
+impl HttpPoolExt for PoolHandle<Http> {
+    async fn request(
+        &self,
+        req: Request<Full<Bytes>>,
+        timeout: Duration,
+    ) -> Result<Response<Bytes>, HttpError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let target = || self.name().to_string();
+        let timed_out = || HttpError::Timeout {
+            target: target(),
+            timeout,
+        };
+        let mut conn = match tokio::time::timeout_at(deadline, self.checkout()).await {
+            Ok(conn) => conn?,
+            Err(_) => return Err(timed_out()),
+        };
+        let exchange = async {
+            let response = conn.send(req).await?;
+            let (parts, body) = response.into_parts();
+            let body = body.collect().await?;
+            Ok::<_, hyper::Error>(Response::from_parts(parts, body.to_bytes()))
+        };
+        match tokio::time::timeout_at(deadline, exchange).await {
+            Ok(Ok(response)) => Ok(response),
+            // The guard is held out here so that a connection left mid-exchange is closed,
+            // never lent again half-read.
+            Ok(Err(source)) => {
+                conn.discard();
+                Err(HttpError::Request {
+                    target: target(),
+                    source,
+                })
+            }
+            Err(_) => {
+                conn.discard();
+                Err(timed_out())
+            }
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! Backends: PostgreSQL and Redis over their bb8 managers, HTTP over our own hyper manager,
+//! and the builder / supervisor conveniences that name them in one line.
+
+mod error;
+mod http;
+mod postgres;
+mod redis;
+mod shortcuts;
+
+pub use self::error::BackendError;
+pub use self::http::{Http, HttpConnection, HttpError, HttpPoolExt, HttpVersion};
+pub use self::postgres::Postgres;
+pub use self::redis::{Redis, RedisConnection};
+pub use self::shortcuts::{BuilderBackends, SupervisorBackends};

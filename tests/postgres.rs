@@ -1,0 +1,162 @@
+//! PostgreSQL pools against a real server (`POOLVISOR_PG_URL`).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use poolvisor::prelude::*;
+use poolvisor::{CloseReason, PoolStatus, StartError};
+
+#[tokio::test]
+async fn select_one_through_the_supervisor_reusing_one_server_connection() {
+    let app = unique_name("pv_pg_reuse");
+    let sup = Supervisor::builder()
+        .postgres("db", &pg_url_named(&app), PoolConfig::default())
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(sup.status("db").unwrap(), PoolStatus::Up);
+    let db = sup.postgres("db").unwrap();
+    for _ in 0..20 {
+        let conn = db.checkout().await.unwrap();
+        let rows = conn.simple_query("SELECT 1").await.unwrap();
+        assert!(!rows.is_empty());
+    }
+    let admin = pg_admin().await;
+    assert_eq!(
+        pg_count(&admin, &app).await,
+        1,
+        "20 checkouts, one server connection"
+    );
+    sup.shutdown().await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            pg_count(&admin, &app).await == 0
+        })
+        .await
+    );
+}
+
+#[tokio::test]
+async fn a_backend_terminated_while_idle_is_never_handed_out() {
+    let app = unique_name("pv_pg_kill");
+    let sup = Supervisor::builder()
+        .postgres("db", &pg_url_named(&app), PoolConfig::default().max_size(3))
+        .start()
+        .await
+        .unwrap();
+    let db = sup.postgres("db").unwrap();
+    let held = vec![
+        db.checkout().await.unwrap(),
+        db.checkout().await.unwrap(),
+        db.checkout().await.unwrap(),
+    ];
+    drop(held);
+    let admin = pg_admin().await;
+    assert_eq!(pg_count(&admin, &app).await, 3);
+    let killed = admin
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+            &[&app],
+        )
+        .await
+        .unwrap();
+    assert_eq!(killed.len(), 3);
+    tokio::time::sleep(Duration::from_millis(600)).await; // idle past the 500 ms threshold
+    for _ in 0..3 {
+        let conn = db.checkout().await.unwrap();
+        conn.simple_query("SELECT 1")
+            .await
+            .expect("a dead connection was handed out");
+    }
+    let snap = db.snapshot();
+    let closed: u64 = snap
+        .closes
+        .iter()
+        .filter(|(r, _)| matches!(r, CloseReason::Validation | CloseReason::Broken))
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(closed, 3, "{snap:?}");
+    sup.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn unreachable_server_is_down_fails_fast_and_comes_back() {
+    let port = free_port().await;
+    let url = format!("postgres://root@127.0.0.1:{port}/test");
+    let sup = Supervisor::builder()
+        .postgres(
+            "db",
+            &url,
+            PoolConfig::default().connect_timeout(Duration::from_secs(2)),
+        )
+        .start()
+        .await
+        .unwrap();
+    let mut events = sup.subscribe();
+    let db = sup.postgres("db").unwrap();
+    assert_eq!(db.status(), PoolStatus::Down);
+    let started = std::time::Instant::now();
+    let err = db.checkout().await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_millis(50), "fails fast");
+    let CheckoutError::Unavailable { cause, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert!(
+        cause.contains(&format!("127.0.0.1:{port}")),
+        "cause names the address: {cause}"
+    );
+    // A server appears on the port.
+    let target = pg_url()
+        .split('@')
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let fwd = forward(port, &target).await;
+    let recovered = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match events.recv().await {
+                Ok(e) if e.kind.name() == "recovered" => return,
+                Ok(_) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+    .await;
+    assert!(recovered.is_ok(), "no recovered event");
+    db.checkout()
+        .await
+        .unwrap()
+        .simple_query("SELECT 1")
+        .await
+        .unwrap();
+    sup.shutdown().await.unwrap();
+    fwd.abort();
+}
+
+#[tokio::test]
+async fn a_bad_url_is_an_error_naming_the_pool_without_the_password() {
+    let err = Supervisor::builder()
+        .postgres(
+            "db",
+            "postgres://app:hunter2@127.0.0.1:notaport/x",
+            PoolConfig::default(),
+        )
+        .start()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StartError::InvalidBackend { pool, .. } if pool == "db"),
+        "{err:?}"
+    );
+    let text = format!("{err} {err:?}");
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(
+        text.contains("pool `db`") && text.contains("app:***@"),
+        "{text}"
+    );
+}

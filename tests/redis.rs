@@ -1,0 +1,178 @@
+//! Redis pools against a real server (`POOLVISOR_REDIS_URL`).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use poolvisor::backends::Redis;
+use poolvisor::prelude::*;
+use poolvisor::{CloseReason, PoolStatus};
+
+async fn named_pool(name: &str, cfg: PoolConfig) -> (Supervisor, PoolHandle<Redis>) {
+    let manager = Redis::from_url(&redis_url()).unwrap().client_name(name);
+    let sup = Supervisor::builder()
+        .pool_with_backend("cache", "redis", manager, cfg)
+        .start()
+        .await
+        .unwrap();
+    let pool = sup.redis("cache").unwrap();
+    (sup, pool)
+}
+
+async fn ping(pool: &PoolHandle<Redis>) -> Result<String, redis::RedisError> {
+    let mut conn = pool.checkout().await.expect("checkout");
+    redis::cmd("PING").query_async(&mut *conn).await
+}
+
+fn closes(pool: &PoolHandle<Redis>, reason: CloseReason) -> u64 {
+    pool.snapshot()
+        .closes
+        .iter()
+        .find(|(r, _)| *r == reason)
+        .unwrap()
+        .1
+}
+
+#[tokio::test]
+async fn ping_through_the_supervisor_reusing_one_server_connection() {
+    let name = unique_name("pv_redis_reuse");
+    let (sup, pool) = named_pool(&name, PoolConfig::default()).await;
+    for _ in 0..20 {
+        assert_eq!(ping(&pool).await.unwrap(), "PONG");
+    }
+    let mut admin = redis_admin().await;
+    assert_eq!(redis_count(&mut admin, &name).await, 1);
+    sup.shutdown().await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let mut admin = admin.clone();
+            let name = name.clone();
+            async move { redis_count(&mut admin, &name).await == 0 }
+        })
+        .await
+    );
+}
+
+#[tokio::test]
+async fn a_client_killed_while_idle_is_never_handed_out() {
+    let name = unique_name("pv_redis_kill");
+    let (sup, pool) = named_pool(&name, PoolConfig::default().max_size(2)).await;
+    let held = vec![
+        pool.checkout().await.unwrap(),
+        pool.checkout().await.unwrap(),
+    ];
+    drop(held);
+    let mut admin = redis_admin().await;
+    assert_eq!(redis_count(&mut admin, &name).await, 2);
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("SETNAME")
+        .arg(&name)
+        .query_async(&mut admin)
+        .await
+        .unwrap_or(0);
+    // Older servers lack `KILL SETNAME`; fall back to killing by id.
+    if killed == 0 {
+        let list: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        for line in list
+            .lines()
+            .filter(|l| l.contains(&format!(" name={name} ")))
+        {
+            let id = line.split(' ').find_map(|f| f.strip_prefix("id=")).unwrap();
+            let _: i64 = redis::cmd("CLIENT")
+                .arg("KILL")
+                .arg("ID")
+                .arg(id)
+                .query_async(&mut admin)
+                .await
+                .unwrap();
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await; // idle past the 500 ms threshold
+    for _ in 0..2 {
+        assert_eq!(
+            ping(&pool).await.expect("a dead connection was handed out"),
+            "PONG"
+        );
+    }
+    assert_eq!(closes(&pool, CloseReason::Validation), 2);
+    sup.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_connection_that_dropped_in_use_is_closed_on_return() {
+    let name = unique_name("pv_redis_broken");
+    let (sup, pool) = named_pool(&name, PoolConfig::default().max_size(1)).await;
+    let mut conn = pool.checkout().await.unwrap();
+    let mut admin = redis_admin().await;
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let line = list
+        .lines()
+        .find(|l| l.contains(&format!(" name={name} ")))
+        .unwrap();
+    let id = line.split(' ').find_map(|f| f.strip_prefix("id=")).unwrap();
+    let _: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(id)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let failed: Result<String, _> = redis::cmd("PING").query_async(&mut *conn).await;
+    assert!(failed.is_err());
+    assert!(conn.is_broken());
+    drop(conn);
+    assert_eq!(closes(&pool, CloseReason::Broken), 1);
+    // Within the validation threshold, the next caller still gets a live connection.
+    assert_eq!(ping(&pool).await.unwrap(), "PONG");
+    sup.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn unreachable_server_is_down_with_the_address_and_comes_back() {
+    let port = free_port().await;
+    let sup = Supervisor::builder()
+        .redis(
+            "cache",
+            &format!("redis://127.0.0.1:{port}"),
+            PoolConfig::default(),
+        )
+        .start()
+        .await
+        .unwrap();
+    let pool = sup.redis("cache").unwrap();
+    let mut events = sup.subscribe();
+    assert_eq!(pool.status(), PoolStatus::Down);
+    let err = pool.checkout().await.unwrap_err();
+    let CheckoutError::Unavailable { cause, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert!(cause.contains(&format!("127.0.0.1:{port}")), "{cause}");
+    let target = redis_url()
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .to_string();
+    let fwd = forward(port, &target).await;
+    let recovered = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Ok(e) = events.recv().await {
+            if e.kind.name() == "recovered" {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(recovered, Ok(true));
+    assert_eq!(ping(&pool).await.unwrap(), "PONG");
+    sup.shutdown().await.unwrap();
+    fwd.abort();
+}
