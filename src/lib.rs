@@ -9,6 +9,13 @@
 
 pub mod backends;
 
+/// The driver crates, re-exported so that callers use the versions poolvisor was built
+/// with; bb8-postgres's and bb8-redis's managers plug into `SupervisorBuilder::pool`
+/// unchanged.
+pub mod drivers {
+    pub use ::{bb8_postgres, bb8_redis, hyper, redis, tokio_postgres};
+}
+
 pub use poolvisor_actors::*;
 
 /// Everything a service usually needs, in one import.

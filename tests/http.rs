@@ -149,7 +149,7 @@ fn get(path: &str) -> Request<Full<Bytes>> {
 
 async fn start(manager: Http, cfg: PoolConfig) -> (Supervisor, PoolHandle<Http>) {
     let sup = Supervisor::builder()
-        .pool_with_backend("api", "http", manager, cfg)
+        .graceful_pool("api", "http", manager, cfg)
         .start()
         .await
         .unwrap();

@@ -160,3 +160,29 @@ async fn a_bad_url_is_an_error_naming_the_pool_without_the_password() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn bb8_postgres_manager_plugs_in_unchanged() {
+    use poolvisor::drivers::bb8_postgres::PostgresConnectionManager;
+    let app = unique_name("pv_pg_bb8");
+    let config = pg_url_named(&app).parse().unwrap();
+    let manager = PostgresConnectionManager::new(config, tokio_postgres::NoTls);
+    let sup = Supervisor::builder()
+        .pool_with_backend("db", "postgres", manager, PoolConfig::default())
+        .start()
+        .await
+        .unwrap();
+    let db = sup
+        .pool::<PostgresConnectionManager<tokio_postgres::NoTls>>("db")
+        .unwrap();
+    let rows = db
+        .checkout()
+        .await
+        .unwrap()
+        .simple_query("SELECT 1")
+        .await
+        .unwrap();
+    assert!(!rows.is_empty());
+    assert_eq!(pg_count(&pg_admin().await, &app).await, 1);
+    sup.shutdown().await.unwrap();
+}

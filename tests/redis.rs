@@ -12,7 +12,7 @@ use poolvisor::{CloseReason, PoolStatus};
 async fn named_pool(name: &str, cfg: PoolConfig) -> (Supervisor, PoolHandle<Redis>) {
     let manager = Redis::from_url(&redis_url()).unwrap().client_name(name);
     let sup = Supervisor::builder()
-        .pool_with_backend("cache", "redis", manager, cfg)
+        .graceful_pool("cache", "redis", manager, cfg)
         .start()
         .await
         .unwrap();

@@ -12,7 +12,7 @@ use hyper::header::{HeaderValue, HOST};
 use hyper::http::uri::{Authority, Scheme};
 use hyper::{Request, Response, Uri};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use poolvisor_actors::{CheckoutError, PoolHandle};
+use poolvisor_actors::{CheckoutError, GracefulClose, PoolHandle};
 use tokio::net::TcpStream;
 use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
@@ -164,6 +164,7 @@ enum Sender {
 /// A pooled HTTP connection: send requests on it with [`HttpConnection::send`].
 pub struct HttpConnection {
     sender: Sender,
+    driver: tokio::task::JoinHandle<()>,
     scheme: Scheme,
     authority: Authority,
 }
@@ -222,7 +223,7 @@ impl ManageConnection for Http {
             .await
             .map_err(|e| err(&e))?;
         let _ = tcp.set_nodelay(true);
-        let sender = match &self.tls {
+        let (sender, driver) = match &self.tls {
             None => match self.version {
                 HttpVersion::Http2 => handshake_h2(tcp).await,
                 HttpVersion::Auto | HttpVersion::Http1 => handshake_h1(tcp).await,
@@ -243,6 +244,7 @@ impl ManageConnection for Http {
         .map_err(|e| err(&e))?;
         Ok(HttpConnection {
             sender,
+            driver,
             scheme: self.scheme.clone(),
             authority: self.authority.clone(),
         })
@@ -264,30 +266,39 @@ impl ManageConnection for Http {
     }
 }
 
-async fn handshake_h1<S>(io: S) -> Result<Sender, hyper::Error>
+impl GracefulClose for Http {
+    /// Drops the sender and waits for hyper's connection task to end (socket closed).
+    async fn close(&self, conn: HttpConnection) {
+        let HttpConnection { sender, driver, .. } = conn;
+        drop(sender);
+        let _ = driver.await;
+    }
+}
+
+async fn handshake_h1<S>(io: S) -> Result<(Sender, tokio::task::JoinHandle<()>), hyper::Error>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
     let (sender, conn) = http1::handshake(TokioIo::new(io)).await?;
-    tokio::spawn(async move {
+    let driver = tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "http/1.1 connection ended");
         }
     });
-    Ok(Sender::H1(sender))
+    Ok((Sender::H1(sender), driver))
 }
 
-async fn handshake_h2<S>(io: S) -> Result<Sender, hyper::Error>
+async fn handshake_h2<S>(io: S) -> Result<(Sender, tokio::task::JoinHandle<()>), hyper::Error>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
     let (sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(io)).await?;
-    tokio::spawn(async move {
+    let driver = tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "http/2 connection ended");
         }
     });
-    Ok(Sender::H2(sender))
+    Ok((Sender::H2(sender), driver))
 }
 
 /// Why a one-call HTTP request failed.

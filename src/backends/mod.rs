@@ -1,6 +1,7 @@
 //! Backends: PostgreSQL and Redis over their bb8 managers, HTTP over our own hyper manager,
 //! and the builder / supervisor conveniences that name them in one line.
 
+mod eof_stream;
 mod error;
 mod http;
 mod postgres;
@@ -9,6 +10,6 @@ mod shortcuts;
 
 pub use self::error::BackendError;
 pub use self::http::{Http, HttpConnection, HttpError, HttpPoolExt, HttpVersion};
-pub use self::postgres::Postgres;
+pub use self::postgres::{PgConnection, Postgres};
 pub use self::redis::{Redis, RedisConnection};
 pub use self::shortcuts::{BuilderBackends, SupervisorBackends};

@@ -1,18 +1,27 @@
-//! PostgreSQL pools: bb8-postgres's manager (tokio-postgres, no TLS), with errors that name
-//! the server.
+//! PostgreSQL pools over tokio-postgres (no TLS), validated with `simple_query("")` like
+//! bb8-postgres's manager, plus a graceful close: a closed connection keeps its budget
+//! share until the server's backend is gone.
 
+use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
 use std::sync::Arc;
 
 use bb8::ManageConnection;
-use bb8_postgres::PostgresConnectionManager;
+use poolvisor_actors::GracefulClose;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
 use tokio_postgres::config::Host;
 use tokio_postgres::{Client, Config, NoTls};
 
+use super::eof_stream::EofOnShutdown;
 use super::error::BackendError;
 
-/// A PostgreSQL connection manager. Connections are `tokio_postgres::Client`s; validation
-/// (when the pool's policy asks for it) is `simple_query("")`; a closed client is broken.
+/// A PostgreSQL connection manager. It connects like bb8-postgres's
+/// `PostgresConnectionManager<NoTls>` (which also plugs into any pool unchanged), but owns
+/// the socket so that closing a connection can wait for the server to let go of it.
+/// Validation (when the pool's policy asks) is `simple_query("")`; a closed client is
+/// broken.
 ///
 /// ```
 /// use poolvisor::backends::Postgres;
@@ -22,7 +31,7 @@ use super::error::BackendError;
 /// ```
 #[derive(Clone)]
 pub struct Postgres {
-    inner: PostgresConnectionManager<NoTls>,
+    config: Arc<Config>,
     target: Arc<str>,
 }
 
@@ -31,6 +40,25 @@ impl std::fmt::Debug for Postgres {
         f.debug_struct("Postgres")
             .field("target", &self.target)
             .finish()
+    }
+}
+
+/// A pooled PostgreSQL connection: derefs to `tokio_postgres::Client`.
+pub struct PgConnection {
+    client: Client,
+    driver: JoinHandle<()>,
+}
+
+impl Deref for PgConnection {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl DerefMut for PgConnection {
+    fn deref_mut(&mut self) -> &mut Client {
+        &mut self.client
     }
 }
 
@@ -52,11 +80,11 @@ impl Postgres {
         Ok(Self::from_config(config))
     }
 
-    /// From a tokio-postgres `Config`.
+    /// From a tokio-postgres `Config` (its first host is used).
     pub fn from_config(config: Config) -> Self {
         let target = describe(&config).into();
         Postgres {
-            inner: PostgresConnectionManager::new(config, NoTls),
+            config: Arc::new(config),
             target,
         }
     }
@@ -65,6 +93,27 @@ impl Postgres {
     pub fn target(&self) -> &str {
         &self.target
     }
+
+    async fn start<S>(&self, stream: S) -> Result<PgConnection, BackendError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (client, connection) = self
+            .config
+            .connect_raw(EofOnShutdown::new(stream), NoTls)
+            .await
+            .map_err(|e| BackendError::server(&self.target, e))?;
+        let driver = tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "postgres connection ended");
+            }
+        });
+        Ok(PgConnection { client, driver })
+    }
+}
+
+fn port(config: &Config) -> u16 {
+    config.get_ports().first().copied().unwrap_or(5432)
 }
 
 fn describe(config: &Config) -> String {
@@ -73,30 +122,54 @@ fn describe(config: &Config) -> String {
         Some(Host::Unix(p)) => p.display().to_string(),
         None => "localhost".into(),
     };
-    let port = config.get_ports().first().copied().unwrap_or(5432);
     let db = config.get_dbname().or(config.get_user()).unwrap_or("");
-    format!("{host}:{port}/{db}")
+    format!("{host}:{}/{db}", port(config))
 }
 
 impl ManageConnection for Postgres {
-    type Connection = Client;
+    type Connection = PgConnection;
     type Error = BackendError;
 
-    async fn connect(&self) -> Result<Client, BackendError> {
-        self.inner
-            .connect()
+    async fn connect(&self) -> Result<PgConnection, BackendError> {
+        let err = |e: std::io::Error| BackendError::server(&self.target, e);
+        match self.config.get_hosts().first() {
+            Some(Host::Tcp(host)) => {
+                let tcp = TcpStream::connect((host.as_str(), port(&self.config)))
+                    .await
+                    .map_err(err)?;
+                let _ = tcp.set_nodelay(true);
+                self.start(tcp).await
+            }
+            #[cfg(unix)]
+            Some(Host::Unix(dir)) => {
+                let path = dir.join(format!(".s.PGSQL.{}", port(&self.config)));
+                let unix = tokio::net::UnixStream::connect(path).await.map_err(err)?;
+                self.start(unix).await
+            }
+            _ => Err(BackendError::server(&self.target, "no usable host")),
+        }
+    }
+
+    async fn is_valid(&self, conn: &mut PgConnection) -> Result<(), BackendError> {
+        conn.client
+            .simple_query("")
             .await
+            .map(drop)
             .map_err(|e| BackendError::server(&self.target, e))
     }
 
-    async fn is_valid(&self, conn: &mut Client) -> Result<(), BackendError> {
-        self.inner
-            .is_valid(conn)
-            .await
-            .map_err(|e| BackendError::server(&self.target, e))
+    fn has_broken(&self, conn: &mut PgConnection) -> bool {
+        conn.client.is_closed()
     }
+}
 
-    fn has_broken(&self, conn: &mut Client) -> bool {
-        conn.is_closed()
+impl GracefulClose for Postgres {
+    /// Drops the client (tokio-postgres sends `Terminate` and shuts the socket down) and
+    /// waits for the driver, which ends once the server closed its side: by then the
+    /// backend has left `pg_stat_activity`.
+    async fn close(&self, conn: PgConnection) {
+        let PgConnection { client, driver } = conn;
+        drop(client);
+        let _ = driver.await;
     }
 }

@@ -3,8 +3,11 @@
 
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use bb8::ManageConnection;
 use bb8_redis::RedisConnectionManager;
+use poolvisor_actors::GracefulClose;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{Cmd, ConnectionAddr, Pipeline, RedisError, RedisFuture, Value};
 
@@ -158,5 +161,27 @@ impl ManageConnection for Redis {
 
     fn has_broken(&self, conn: &mut RedisConnection) -> bool {
         conn.broken
+    }
+}
+
+impl GracefulClose for Redis {
+    /// `QUIT`, then waits until the connection sees the server close it (a `PING` fails):
+    /// the server unlinks a client before it closes its socket, so by then `CLIENT LIST`
+    /// no longer has it. Bounded here and by the pool's `connect_timeout`.
+    async fn close(&self, mut conn: RedisConnection) {
+        if conn.broken {
+            return; // the server already dropped it
+        }
+        let _ = redis::cmd("QUIT").query_async::<()>(&mut conn.conn).await;
+        for _ in 0..100 {
+            if redis::cmd("PING")
+                .query_async::<String>(&mut conn.conn)
+                .await
+                .is_err()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
     }
 }

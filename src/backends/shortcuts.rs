@@ -33,15 +33,15 @@ pub trait BuilderBackends: Sized {
 
 impl BuilderBackends for SupervisorBuilder {
     fn postgres(self, name: &str, url: &str, config: PoolConfig) -> Self {
-        self.try_pool_with_backend(name, "postgres", Postgres::from_url(url), config)
+        self.try_graceful_pool(name, "postgres", Postgres::from_url(url), config)
     }
 
     fn redis(self, name: &str, url: &str, config: PoolConfig) -> Self {
-        self.try_pool_with_backend(name, "redis", Redis::from_url(url), config)
+        self.try_graceful_pool(name, "redis", Redis::from_url(url), config)
     }
 
     fn http(self, name: &str, base_url: &str, config: PoolConfig) -> Self {
-        self.try_pool_with_backend(name, "http", Http::new(base_url), config)
+        self.try_graceful_pool(name, "http", Http::new(base_url), config)
     }
 }
 

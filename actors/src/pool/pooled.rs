@@ -54,17 +54,16 @@ impl<M: ManageConnection> Pooled<M> {
 impl<M: ManageConnection> Deref for Pooled<M> {
     type Target = M::Connection;
     fn deref(&self) -> &M::Connection {
-        &self.inner().conn
+        self.inner().get()
     }
 }
 
 impl<M: ManageConnection> DerefMut for Pooled<M> {
     fn deref_mut(&mut self) -> &mut M::Connection {
-        &mut self
-            .conn
+        self.conn
             .as_mut()
             .expect("connection present until drop")
-            .conn
+            .get_mut()
     }
 }
 
@@ -75,7 +74,7 @@ impl<M: ManageConnection> Drop for Pooled<M> {
         };
         let close = if std::thread::panicking() {
             Some(CloseReason::Panicked)
-        } else if self.shared.manager.has_broken(&mut conn.conn) {
+        } else if self.shared.manager.has_broken(conn.get_mut()) {
             Some(CloseReason::Broken)
         } else {
             None

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::actor::PoolMsg;
-use super::conn::Conn;
+use super::conn::{Closer, Conn};
 use super::stats::{CheckoutCounts, CloseReason, PoolSnapshot, Stats};
 use super::status::{Admin, Health, PoolStatus};
 use super::waiters::{Delivery, Waiter, Waiters};
@@ -34,7 +34,7 @@ pub(crate) struct Lease {
     pub(crate) reported: bool,
 }
 
-pub(crate) struct State<C> {
+pub(crate) struct State<C: Send + 'static> {
     /// Idle connections; the most recently returned is last (lent first).
     pub(crate) idle: Vec<Conn<C>>,
     pub(crate) waiters: Waiters<C>,
@@ -57,14 +57,14 @@ pub(crate) struct State<C> {
 }
 
 /// What a checkout attempt found.
-pub(crate) enum Take<C> {
+pub(crate) enum Take<C: Send + 'static> {
     Ready(Conn<C>),
     Wait(oneshot::Receiver<Delivery<C>>),
     Fail(CheckoutError),
 }
 
 /// An idle connection moved out of the idle set on the way.
-enum Stale<C> {
+enum Stale<C: Send + 'static> {
     Closed(Conn<C>),
     Validate(Conn<C>),
 }
@@ -76,6 +76,8 @@ pub(crate) struct PoolShared<M: ManageConnection> {
     pub(crate) index: usize,
     pub(crate) manager: Arc<M>,
     pub(crate) config: PoolConfig,
+    /// Set for managers that can tell when the server let go of a closed connection.
+    closer: Option<Closer<M::Connection>>,
     pub(crate) state: Mutex<State<M::Connection>>,
     /// The live pool actor, replaced on restart; handles never hold it.
     pub(crate) actor: Mutex<Option<ActorRef<PoolMsg>>>,
@@ -88,16 +90,27 @@ pub(crate) struct PoolShared<M: ManageConnection> {
     next_id: AtomicU64,
 }
 
+/// What the builder knows of a pool before it starts.
+pub(crate) struct PoolSpec<M: ManageConnection> {
+    pub(crate) name: Arc<str>,
+    pub(crate) backend: Arc<str>,
+    /// Its slot in the budget and in the supervisor.
+    pub(crate) index: usize,
+    pub(crate) manager: Arc<M>,
+    pub(crate) config: PoolConfig,
+    pub(crate) closer: Option<Closer<M::Connection>>,
+}
+
 impl<M: ManageConnection> PoolShared<M> {
-    pub(crate) fn new(
-        name: Arc<str>,
-        backend: Arc<str>,
-        index: usize,
-        manager: M,
-        config: PoolConfig,
-        events: EventBus,
-        budget: Arc<Budget>,
-    ) -> Arc<Self> {
+    pub(crate) fn new(spec: PoolSpec<M>, events: EventBus, budget: Arc<Budget>) -> Arc<Self> {
+        let PoolSpec {
+            name,
+            backend,
+            index,
+            manager,
+            config,
+            closer,
+        } = spec;
         let state = State {
             idle: Vec::with_capacity(config.max_size),
             waiters: Waiters::default(),
@@ -119,8 +132,9 @@ impl<M: ManageConnection> PoolShared<M> {
             name,
             backend,
             index,
-            manager: Arc::new(manager),
+            manager,
             config,
+            closer,
             state: Mutex::new(state),
             actor: Mutex::new(None),
             events,
@@ -259,7 +273,7 @@ impl<M: ManageConnection> PoolShared<M> {
                 // driver already saw it close is replaced before anyone gets it.
                 let close = if conn.expired(now) {
                     Some(CloseReason::Lifetime)
-                } else if self.manager.has_broken(&mut conn.conn) {
+                } else if self.manager.has_broken(conn.get_mut()) {
                     Some(CloseReason::Broken)
                 } else {
                     None
@@ -491,7 +505,14 @@ impl<M: ManageConnection> PoolShared<M> {
         let now = Instant::now();
         match result {
             Ok(Ok(raw)) => {
-                let conn = Conn::new(raw, self.next_id(), now, self.config.max_lifetime, permit);
+                let conn = Conn::new(
+                    raw,
+                    self.next_id(),
+                    now,
+                    self.config.max_lifetime,
+                    permit,
+                    self.closer.clone(),
+                );
                 let doomed = {
                     let mut st = self.state.lock();
                     st.connecting -= 1;
@@ -534,7 +555,7 @@ impl<M: ManageConnection> PoolShared<M> {
             let timeout = shared.config.connect_timeout;
             let span = tracing::debug_span!("validate", pool = %shared.name, conn = conn.id);
             let ok = matches!(
-                tokio::time::timeout(timeout, shared.manager.is_valid(&mut conn.conn))
+                tokio::time::timeout(timeout, shared.manager.is_valid(conn.get_mut()))
                     .instrument(span)
                     .await,
                 Ok(Ok(()))

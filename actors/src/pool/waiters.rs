@@ -22,18 +22,18 @@ use crate::error::CheckoutError;
 
 pub(crate) type Delivery<C> = Result<Conn<C>, CheckoutError>;
 
-pub(crate) struct Waiter<C> {
+pub(crate) struct Waiter<C: Send + 'static> {
     pub(crate) tx: oneshot::Sender<Delivery<C>>,
     pub(crate) since: Instant,
     pub(crate) location: &'static Location<'static>,
 }
 
-pub(crate) struct Waiters<C> {
+pub(crate) struct Waiters<C: Send + 'static> {
     queue: VecDeque<Waiter<C>>,
     live: usize,
 }
 
-impl<C> Default for Waiters<C> {
+impl<C: Send + 'static> Default for Waiters<C> {
     fn default() -> Self {
         Waiters {
             queue: VecDeque::new(),
@@ -42,7 +42,7 @@ impl<C> Default for Waiters<C> {
     }
 }
 
-impl<C> Waiters<C> {
+impl<C: Send + 'static> Waiters<C> {
     /// Callers still waiting.
     pub(crate) fn live(&self) -> usize {
         self.live

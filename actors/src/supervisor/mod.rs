@@ -18,12 +18,14 @@ use crate::budget::{Budget, BudgetSnapshot};
 use crate::config::PoolConfig;
 use crate::error::{CheckoutError, ControlError, StartError};
 use crate::event::{EventBus, EventKind, EventStream};
+use crate::graceful::GracefulClose;
 use crate::metrics::{MetricsMsg, MetricsSnapshot};
 use crate::pool::actor::PoolMsg;
 use crate::pool::admin::DrainReport;
+use crate::pool::conn::Closer;
 use crate::pool::control::PoolControl;
 use crate::pool::handle::PoolHandle;
-use crate::pool::shared::PoolShared;
+use crate::pool::shared::{PoolShared, PoolSpec};
 use crate::pool::status::PoolStatus;
 
 /// How long `Supervisor::shutdown` waits for lent connections to come back.
@@ -125,13 +127,59 @@ impl SupervisorBuilder {
     /// error, which must not contain a password, is reported by `start()` with the pool's
     /// name. This is how backend constructors with a URL plug into the builder.
     pub fn try_pool_with_backend<M: ManageConnection, E: std::fmt::Display>(
-        mut self,
+        self,
         name: impl Into<String>,
         backend: &str,
         manager: Result<M, E>,
         config: PoolConfig,
     ) -> Self {
-        let name = name.into();
+        self.push_pool(name.into(), backend, manager.map(Arc::new), config, None)
+    }
+
+    /// Adds a pool whose manager implements `GracefulClose` (see `try_graceful_pool`).
+    pub fn graceful_pool<M: GracefulClose>(
+        self,
+        name: impl Into<String>,
+        backend: &str,
+        manager: M,
+        config: PoolConfig,
+    ) -> Self {
+        self.try_graceful_pool(name, backend, Ok::<M, String>(manager), config)
+    }
+
+    /// Like `try_pool_with_backend`, for a manager that can tell when the server let go
+    /// of a closed connection: its budget permit is held until then (bounded by
+    /// `connect_timeout`), so that the servers' own counts stay within the budget.
+    pub fn try_graceful_pool<M: GracefulClose, E: std::fmt::Display>(
+        self,
+        name: impl Into<String>,
+        backend: &str,
+        manager: Result<M, E>,
+        config: PoolConfig,
+    ) -> Self {
+        let timeout = config.connect_timeout;
+        let manager = manager.map(Arc::new);
+        let closer = manager.as_ref().ok().map(|m| {
+            let m = m.clone();
+            let closer: Closer<M::Connection> = Arc::new(move |conn| {
+                let m = m.clone();
+                Box::pin(async move {
+                    let _ = tokio::time::timeout(timeout, m.close(conn)).await;
+                })
+            });
+            closer
+        });
+        self.push_pool(name.into(), backend, manager, config, closer)
+    }
+
+    fn push_pool<M: ManageConnection, E: std::fmt::Display>(
+        mut self,
+        name: String,
+        backend: &str,
+        manager: Result<Arc<M>, E>,
+        config: PoolConfig,
+        closer: Option<Closer<M::Connection>>,
+    ) -> Self {
         let backend: Arc<str> = backend.into();
         let pool_name: Arc<str> = name.as_str().into();
         let cfg = config.clone();
@@ -139,7 +187,18 @@ impl SupervisorBuilder {
             .map_err(|e| e.to_string())
             .map(|manager| -> MakePool {
                 Box::new(move |index, events, budget| {
-                    PoolShared::new(pool_name, backend, index, manager, cfg, events, budget)
+                    PoolShared::new(
+                        PoolSpec {
+                            name: pool_name,
+                            backend,
+                            index,
+                            manager,
+                            config: cfg,
+                            closer,
+                        },
+                        events,
+                        budget,
+                    )
                 })
             });
         self.pools.push(PendingPool { name, config, make });
@@ -483,6 +542,10 @@ impl Supervisor {
             reports[i] = report;
         }
         stop_all(actors, until).await;
+        // Closes run in the background (graceful closers); wait for the last permits.
+        while self.inner.budget.snapshot().in_use > 0 && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         if let Some(metrics) = self.inner.metrics.lock().take() {
             metrics.stop(None);
         }
