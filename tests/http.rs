@@ -39,7 +39,11 @@ struct Server {
 
 impl Server {
     async fn start(proto: Proto) -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(proto, 0).await
+    }
+
+    async fn start_on(proto: Proto, port: u16) -> Server {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let accepted = Arc::new(AtomicUsize::new(0));
         let (close_all, close_rx) = watch::channel(0u64);
@@ -290,4 +294,55 @@ async fn a_request_past_its_timeout_fails_and_its_connection_is_not_reused() {
     assert_eq!(resp.status(), 200);
     assert_eq!(server.accepted(), 2);
     sup.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn unreachable_upstream_is_down_with_the_address_and_comes_back() {
+    let port = common::free_port().await;
+    let sup = Supervisor::builder()
+        .http("api", &format!("http://127.0.0.1:{port}"), PoolConfig::default())
+        .start()
+        .await
+        .unwrap();
+    let pool = sup.http("api").unwrap();
+    let mut events = sup.subscribe();
+    assert_eq!(pool.status(), poolvisor::PoolStatus::Down);
+    let err = pool.request(get("/"), Duration::from_secs(1)).await.unwrap_err();
+    assert!(err.to_string().contains(&format!("127.0.0.1:{port}")), "{err}");
+    // A server appears on that port.
+    let server = Server::start_on(Proto::H1, port).await;
+    let recovered = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Ok(e) = events.recv().await {
+            if e.kind.name() == "recovered" {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(recovered, Ok(true));
+    assert_eq!(pool.request(get("/"), Duration::from_secs(5)).await.unwrap().status(), 200);
+    assert!(server.accepted() >= 1);
+    sup.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_urls_name_the_pool_and_hide_the_password() {
+    for (kind, url) in [
+        ("http", "ftp://user:hunter2@127.0.0.1/"),
+        ("http", "http://user:hunter2@/nohost"),
+        ("redis", "redis://:hunter2@127.0.0.1:notaport"),
+        ("postgres", "mysql://user:hunter2@127.0.0.1/db"),
+    ] {
+        let builder = Supervisor::builder();
+        let builder = match kind {
+            "http" => builder.http("p", url, PoolConfig::default()),
+            "redis" => builder.redis("p", url, PoolConfig::default()),
+            _ => builder.postgres("p", url, PoolConfig::default()),
+        };
+        let err = builder.start().await.unwrap_err();
+        let text = format!("{err} / {err:?}");
+        assert!(text.contains("pool `p`"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+    }
 }
