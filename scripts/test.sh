@@ -6,3 +6,5 @@ bash scripts/services.sh
 cargo fmt --all --check
 cargo clippy -j2 --workspace --all-targets -- -D warnings
 cargo test -j2 --workspace "$@"
+# The README's first command, briefly: the main job must keep working.
+cargo run -q -j2 --example log_pipeline -- --duration 3s > /dev/null

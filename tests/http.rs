@@ -300,15 +300,25 @@ async fn a_request_past_its_timeout_fails_and_its_connection_is_not_reused() {
 async fn unreachable_upstream_is_down_with_the_address_and_comes_back() {
     let port = common::free_port().await;
     let sup = Supervisor::builder()
-        .http("api", &format!("http://127.0.0.1:{port}"), PoolConfig::default())
+        .http(
+            "api",
+            &format!("http://127.0.0.1:{port}"),
+            PoolConfig::default(),
+        )
         .start()
         .await
         .unwrap();
     let pool = sup.http("api").unwrap();
     let mut events = sup.subscribe();
     assert_eq!(pool.status(), poolvisor::PoolStatus::Down);
-    let err = pool.request(get("/"), Duration::from_secs(1)).await.unwrap_err();
-    assert!(err.to_string().contains(&format!("127.0.0.1:{port}")), "{err}");
+    let err = pool
+        .request(get("/"), Duration::from_secs(1))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains(&format!("127.0.0.1:{port}")),
+        "{err}"
+    );
     // A server appears on that port.
     let server = Server::start_on(Proto::H1, port).await;
     let recovered = tokio::time::timeout(Duration::from_secs(10), async {
@@ -321,7 +331,13 @@ async fn unreachable_upstream_is_down_with_the_address_and_comes_back() {
     })
     .await;
     assert_eq!(recovered, Ok(true));
-    assert_eq!(pool.request(get("/"), Duration::from_secs(5)).await.unwrap().status(), 200);
+    assert_eq!(
+        pool.request(get("/"), Duration::from_secs(5))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     assert!(server.accepted() >= 1);
     sup.shutdown().await.unwrap();
 }

@@ -177,21 +177,30 @@ impl EventStream {
 /// subscriber sees the same order with no gap in `seq`.
 #[derive(Debug, Clone)]
 pub(crate) struct EventBus {
-    inner: Arc<Mutex<(u64, broadcast::Sender<HealthEvent>)>>,
+    /// The sequence number of the last event, and the sender (`None` once closed).
+    inner: Arc<Mutex<(u64, Option<broadcast::Sender<HealthEvent>>)>>,
 }
 
 impl EventBus {
     pub(crate) fn new(capacity: usize) -> Self {
         let (tx, _) = broadcast::channel(capacity.max(1));
         EventBus {
-            inner: Arc::new(Mutex::new((0, tx))),
+            inner: Arc::new(Mutex::new((0, Some(tx)))),
         }
     }
 
     pub(crate) fn subscribe(&self) -> EventStream {
-        EventStream {
-            rx: self.inner.lock().1.subscribe(),
-        }
+        let rx = match &self.inner.lock().1 {
+            Some(tx) => tx.subscribe(),
+            // Closed: a stream that reports `Closed` at once.
+            None => broadcast::channel(1).1,
+        };
+        EventStream { rx }
+    }
+
+    /// No more events: subscribers read what is left, then get `Closed`.
+    pub(crate) fn close(&self) {
+        self.inner.lock().1 = None;
     }
 
     pub(crate) fn emit(&self, pool: &Arc<str>, backend: &Arc<str>, kind: EventKind) {
@@ -201,6 +210,9 @@ impl EventBus {
             .unwrap_or(0);
         tracing::info!(pool = %pool, backend = %backend, event = ?kind, "pool event");
         let mut guard = self.inner.lock();
+        if guard.1.is_none() {
+            return;
+        }
         guard.0 += 1;
         let event = HealthEvent {
             seq: guard.0,
@@ -210,7 +222,9 @@ impl EventBus {
             kind,
         };
         // No subscriber is not an error.
-        let _ = guard.1.send(event);
+        if let Some(tx) = &guard.1 {
+            let _ = tx.send(event);
+        }
     }
 }
 

@@ -26,7 +26,11 @@ async fn every_subscriber_sees_every_event_in_the_same_order() {
     let drain = |s: &mut poolvisor_actors::EventStream| {
         let mut out = Vec::new();
         while let Some(e) = s.try_recv() {
-            out.push(e.unwrap());
+            match e {
+                Ok(e) => out.push(e),
+                Err(EventError::Closed) => break,
+                Err(e) => panic!("{e}"),
+            }
         }
         out
     };
@@ -43,6 +47,24 @@ async fn every_subscriber_sees_every_event_in_the_same_order() {
     assert!(a
         .iter()
         .all(|e| &*e.pool == "m" && &*e.backend == "custom" && e.at_unix_ms > 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn subscribers_get_closed_after_shutdown_instead_of_waiting_forever() {
+    let (sup, _pool, _mock) = one_pool(PoolConfig::default()).await;
+    let mut events = sup.subscribe();
+    sup.shutdown().await.unwrap();
+    let mut kinds = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(1), events.recv()).await {
+            Ok(Ok(e)) => kinds.push(e.kind.name()),
+            Ok(Err(EventError::Closed)) => break,
+            other => panic!("expected Closed, got {other:?}"),
+        }
+    }
+    assert_eq!(kinds, ["drained", "stopped"]);
+    let mut late = sup.subscribe();
+    assert_eq!(late.recv().await, Err(EventError::Closed));
 }
 
 #[tokio::test(start_paused = true)]

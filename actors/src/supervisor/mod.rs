@@ -553,6 +553,7 @@ impl Supervisor {
         for pool in &self.inner.pools {
             pool.emit(EventKind::Stopped);
         }
+        self.inner.events.close();
         Ok(ShutdownReport {
             pools: self
                 .inner
