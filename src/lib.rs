@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod backends;
+pub mod testing;
 
 /// The driver crates, re-exported so that callers use the versions poolvisor was built
 /// with; bb8-postgres's and bb8-redis's managers plug into `SupervisorBuilder::pool`

@@ -188,3 +188,69 @@ pub fn row(case: &str, pool: &str, o: &Outcome) {
         o.jain
     );
 }
+
+/// A contender: measures `tasks` tasks on a pool of `size` connections.
+pub type Contender =
+    Box<dyn Fn(usize, usize, Settings) -> std::pin::Pin<Box<dyn Future<Output = Outcome>>>>;
+
+/// Runs every contender on every (tasks, size) case, `passes` times (interleaved, a fresh
+/// runtime each), and prints the medians and the ratios to raw connections.
+pub fn run_grid(
+    title: &str,
+    cases: &[(usize, usize)],
+    contenders: &[(&str, Contender)],
+    settings: &Settings,
+) -> Vec<Vec<Outcome>> {
+    let mut results: Vec<Vec<Vec<Outcome>>> = vec![vec![Vec::new(); contenders.len()]; cases.len()];
+    for _ in 0..settings.passes {
+        for (c, &(tasks, size)) in cases.iter().enumerate() {
+            for (k, (name, run)) in contenders.iter().enumerate() {
+                if !settings.wants(name, tasks) {
+                    continue;
+                }
+                let o = runtime().block_on(run(tasks, size, settings.clone()));
+                results[c][k].push(o);
+            }
+        }
+    }
+    println!(
+        "{title}: {} pass(es), {:?} warm-up, {:?} measured per case, 2 workers\n",
+        settings.passes, settings.warmup, settings.measure
+    );
+    header();
+    let meds: Vec<Vec<Outcome>> = results
+        .into_iter()
+        .map(|r| {
+            r.into_iter()
+                .map(|o| {
+                    if o.is_empty() {
+                        Outcome::none()
+                    } else {
+                        median(o)
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    for (c, &(tasks, size)) in cases.iter().enumerate() {
+        for (k, (name, _)) in contenders.iter().enumerate() {
+            if meds[c][k].ops_per_s > 0.0 {
+                row(&format!("{tasks} / {size}"), name, &meds[c][k]);
+            }
+        }
+    }
+    meds
+}
+
+impl Outcome {
+    pub fn none() -> Self {
+        Outcome {
+            ops_per_s: 0.0,
+            p50_us: 0.0,
+            p99_us: 0.0,
+            p999_us: 0.0,
+            max_us: 0.0,
+            jain: 0.0,
+        }
+    }
+}

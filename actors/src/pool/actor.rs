@@ -20,7 +20,7 @@ use crate::supervisor::actor::SupMsg;
 
 /// First retry delay after a failed connect; doubles up to `BACKOFF_MAX`, with jitter.
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// Shortest interval between two `BudgetExhausted` events of one pool.
 const BUDGET_EVENT_EVERY: Duration = Duration::from_secs(1);
 

@@ -1,0 +1,225 @@
+//! `pg_select1`: checkout, `simple_query("SELECT 1")`, drop — poolvisor (default config)
+//! against bb8-postgres (default, and without its check-out test), deadpool-postgres
+//! (default), raw connections (one per task, as many tasks as connections: the limit), one
+//! shared client (tokio-postgres pipelines concurrent queries), and a new connection per
+//! operation. Needs PostgreSQL at `POOLVISOR_PG_URL` (default
+//! `postgres://root@127.0.0.1:5432/test`).
+//!
+//! `cargo bench --bench pg_select1 [-- --passes 3]`
+
+mod harness;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bb8_postgres::PostgresConnectionManager;
+use harness::{measure, run_grid, Contender, Op, Settings};
+use poolvisor::backends::Postgres;
+use poolvisor::prelude::*;
+use tokio_postgres::{Client, NoTls};
+
+fn url() -> String {
+    std::env::var("POOLVISOR_PG_URL")
+        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".into())
+}
+
+async fn select1(client: &Client) {
+    let rows = client.simple_query("SELECT 1").await.expect("SELECT 1");
+    debug_assert!(!rows.is_empty());
+}
+
+#[derive(Clone)]
+struct Poolvisor(PoolHandle<Postgres>);
+impl Op for Poolvisor {
+    async fn run(&self) {
+        let conn = self.0.checkout().await.expect("checkout");
+        select1(&conn).await;
+    }
+}
+
+#[derive(Clone)]
+struct Bb8(bb8::Pool<PostgresConnectionManager<NoTls>>);
+impl Op for Bb8 {
+    async fn run(&self) {
+        let conn = self.0.get().await.expect("checkout");
+        select1(&conn).await;
+    }
+}
+
+#[derive(Clone)]
+struct Deadpool(deadpool_postgres::Pool);
+impl Op for Deadpool {
+    async fn run(&self) {
+        let conn = self.0.get().await.expect("checkout");
+        select1(&conn).await;
+    }
+}
+
+/// Each clone takes the next client of the set: one dedicated connection per task.
+struct Dedicated {
+    all: Arc<Vec<Arc<Client>>>,
+    next: Arc<AtomicUsize>,
+    mine: Arc<Client>,
+}
+impl Clone for Dedicated {
+    fn clone(&self) -> Self {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.all.len();
+        Dedicated {
+            all: self.all.clone(),
+            next: self.next.clone(),
+            mine: self.all[i].clone(),
+        }
+    }
+}
+impl Op for Dedicated {
+    async fn run(&self) {
+        select1(&self.mine).await;
+    }
+}
+
+#[derive(Clone)]
+struct Unpooled;
+impl Op for Unpooled {
+    async fn run(&self) {
+        let (client, conn) = tokio_postgres::connect(&url(), NoTls)
+            .await
+            .expect("connect");
+        let driver = tokio::spawn(conn);
+        select1(&client).await;
+        drop(client);
+        let _ = driver.await;
+    }
+}
+
+async fn clients(n: usize) -> Vec<Arc<Client>> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let (client, conn) = tokio_postgres::connect(&url(), NoTls)
+            .await
+            .expect("PostgreSQL reachable");
+        tokio::spawn(conn);
+        out.push(Arc::new(client));
+    }
+    out
+}
+
+fn contenders() -> Vec<(&'static str, Contender)> {
+    vec![
+        (
+            "poolvisor",
+            Box::new(|tasks, size, s: Settings| {
+                Box::pin(async move {
+                    let sup = Supervisor::builder()
+                        .postgres("db", &url(), PoolConfig::default().max_size(size))
+                        .start()
+                        .await
+                        .unwrap();
+                    let o = measure(Poolvisor(sup.postgres("db").unwrap()), tasks, &s).await;
+                    sup.shutdown().await.unwrap();
+                    o
+                })
+            }),
+        ),
+        (
+            "bb8",
+            Box::new(|tasks, size, s: Settings| {
+                Box::pin(async move {
+                    let m = PostgresConnectionManager::new_from_stringlike(url(), NoTls).unwrap();
+                    let p = bb8::Pool::builder()
+                        .max_size(size as u32)
+                        .build(m)
+                        .await
+                        .unwrap();
+                    measure(Bb8(p), tasks, &s).await
+                })
+            }),
+        ),
+        (
+            "bb8 no test",
+            Box::new(|tasks, size, s: Settings| {
+                Box::pin(async move {
+                    let m = PostgresConnectionManager::new_from_stringlike(url(), NoTls).unwrap();
+                    let p = bb8::Pool::builder()
+                        .max_size(size as u32)
+                        .test_on_check_out(false)
+                        .build(m)
+                        .await
+                        .unwrap();
+                    measure(Bb8(p), tasks, &s).await
+                })
+            }),
+        ),
+        (
+            "deadpool",
+            Box::new(|tasks, size, s: Settings| {
+                Box::pin(async move {
+                    let mut cfg = deadpool_postgres::Config::new();
+                    cfg.url = Some(url());
+                    cfg.pool = Some(deadpool_postgres::PoolConfig::new(size));
+                    let p = cfg
+                        .create_pool(Some(deadpool_postgres::Runtime::Tokio1), NoTls)
+                        .unwrap();
+                    measure(Deadpool(p), tasks, &s).await
+                })
+            }),
+        ),
+        (
+            "raw (1 conn/task)",
+            Box::new(|_tasks, size, s: Settings| {
+                Box::pin(async move {
+                    let all = Arc::new(clients(size).await);
+                    let op = Dedicated {
+                        mine: all[0].clone(),
+                        all,
+                        next: Arc::new(AtomicUsize::new(0)),
+                    };
+                    measure(op, size, &s).await
+                })
+            }),
+        ),
+        (
+            "one shared conn",
+            Box::new(|tasks, _size, s: Settings| {
+                Box::pin(async move {
+                    let all = Arc::new(clients(1).await);
+                    let op = Dedicated {
+                        mine: all[0].clone(),
+                        all,
+                        next: Arc::new(AtomicUsize::new(0)),
+                    };
+                    measure(op, tasks, &s).await
+                })
+            }),
+        ),
+    ]
+}
+
+fn main() {
+    let settings = Settings::from_args();
+    let cases = [(16, 8), (64, 8), (16, 16), (64, 16)];
+    let list = contenders();
+    let meds = run_grid("pg_select1", &cases, &list, &settings);
+    println!("\npoolvisor / raw connections (target ≥ 0.95), and against the other pools:");
+    for (c, &(tasks, size)) in cases.iter().enumerate() {
+        let (pv, raw) = (&meds[c][0], &meds[c][4]);
+        if pv.ops_per_s > 0.0 && raw.ops_per_s > 0.0 {
+            println!(
+                "- {tasks} / {size}: {:.2}× raw, {:.2}× bb8, {:.2}× bb8 no test, {:.2}× deadpool; Jain {:.3}, max {:.1} ms",
+                pv.ops_per_s / raw.ops_per_s,
+                pv.ops_per_s / meds[c][1].ops_per_s,
+                pv.ops_per_s / meds[c][2].ops_per_s,
+                pv.ops_per_s / meds[c][3].ops_per_s,
+                pv.jain,
+                pv.max_us / 1e3
+            );
+        }
+    }
+    println!("\nnew connection per operation:");
+    for tasks in [1, 16] {
+        if !settings.wants("unpooled", tasks) && settings.only.is_some() {
+            continue;
+        }
+        let o = harness::runtime().block_on(measure(Unpooled, tasks, &settings));
+        harness::row(&format!("{tasks} tasks"), "new conn per op", &o);
+    }
+}

@@ -1,0 +1,226 @@
+//! `redis_ping`: checkout, `PING`, drop — poolvisor (default config) against bb8
+//! (default, and without its check-out test), deadpool-redis (default), raw connections
+//! (one per task, as many tasks as connections: the limit), one shared multiplexed
+//! connection, and a new connection per operation. Needs Redis at `POOLVISOR_REDIS_URL`
+//! (default `redis://127.0.0.1:6379`).
+//!
+//! `cargo bench --bench redis_ping [-- --passes 3]`
+
+mod harness;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use harness::{measure, run_grid, Contender, Op, Settings};
+use poolvisor::backends::Redis;
+use poolvisor::prelude::*;
+use redis::aio::MultiplexedConnection;
+
+fn url() -> String {
+    std::env::var("POOLVISOR_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+async fn ping<C: redis::aio::ConnectionLike>(conn: &mut C) {
+    let pong: String = redis::cmd("PING").query_async(conn).await.expect("PING");
+    debug_assert_eq!(pong, "PONG");
+}
+
+#[derive(Clone)]
+struct Poolvisor(PoolHandle<Redis>);
+impl Op for Poolvisor {
+    async fn run(&self) {
+        let mut conn = self.0.checkout().await.expect("checkout");
+        ping(&mut *conn).await;
+    }
+}
+
+#[derive(Clone)]
+struct Bb8(bb8::Pool<bb8_redis::RedisConnectionManager>);
+impl Op for Bb8 {
+    async fn run(&self) {
+        let mut conn = self.0.get().await.expect("checkout");
+        ping(&mut *conn).await;
+    }
+}
+
+#[derive(Clone)]
+struct Deadpool(deadpool_redis::Pool);
+impl Op for Deadpool {
+    async fn run(&self) {
+        let mut conn = self.0.get().await.expect("checkout");
+        ping(&mut *conn).await;
+    }
+}
+
+/// Each clone takes the next connection of the set: one dedicated connection per task.
+struct Dedicated {
+    all: Arc<Vec<MultiplexedConnection>>,
+    next: Arc<AtomicUsize>,
+    mine: MultiplexedConnection,
+}
+impl Clone for Dedicated {
+    fn clone(&self) -> Self {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.all.len();
+        Dedicated {
+            all: self.all.clone(),
+            next: self.next.clone(),
+            mine: self.all[i].clone(),
+        }
+    }
+}
+impl Op for Dedicated {
+    async fn run(&self) {
+        ping(&mut self.mine.clone()).await;
+    }
+}
+
+#[derive(Clone)]
+struct Unpooled(redis::Client);
+impl Op for Unpooled {
+    async fn run(&self) {
+        let mut conn = self
+            .0
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect");
+        ping(&mut conn).await;
+    }
+}
+
+async fn connections(n: usize) -> Vec<MultiplexedConnection> {
+    let client = redis::Client::open(url()).unwrap();
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(
+            client
+                .get_multiplexed_async_connection()
+                .await
+                .expect("Redis reachable"),
+        );
+    }
+    out
+}
+
+fn contenders() -> Vec<(&'static str, Contender)> {
+    vec![
+        (
+            "poolvisor",
+            Box::new(|tasks, size, s: Settings| {
+                Box::pin(async move {
+                    let sup = Supervisor::builder()
+                        .redis("r", &url(), PoolConfig::default().max_size(size))
+                        .start()
+                        .await
+                        .unwrap();
+                    let o = measure(Poolvisor(sup.redis("r").unwrap()), tasks, &s).await;
+                    sup.shutdown().await.unwrap();
+                    o
+                })
+            }),
+        ),
+        (
+            "bb8",
+            Box::new(|tasks, size, s: Settings| {
+                Box::pin(async move {
+                    let m = bb8_redis::RedisConnectionManager::new(url()).unwrap();
+                    let p = bb8::Pool::builder()
+                        .max_size(size as u32)
+                        .build(m)
+                        .await
+                        .unwrap();
+                    measure(Bb8(p), tasks, &s).await
+                })
+            }),
+        ),
+        (
+            "bb8 no test",
+            Box::new(|tasks, size, s: Settings| {
+                Box::pin(async move {
+                    let m = bb8_redis::RedisConnectionManager::new(url()).unwrap();
+                    let p = bb8::Pool::builder()
+                        .max_size(size as u32)
+                        .test_on_check_out(false)
+                        .build(m)
+                        .await
+                        .unwrap();
+                    measure(Bb8(p), tasks, &s).await
+                })
+            }),
+        ),
+        (
+            "deadpool",
+            Box::new(|tasks, size, s: Settings| {
+                Box::pin(async move {
+                    let p = deadpool_redis::Config::from_url(url())
+                        .builder()
+                        .unwrap()
+                        .max_size(size)
+                        .runtime(deadpool_redis::Runtime::Tokio1)
+                        .build()
+                        .unwrap();
+                    measure(Deadpool(p), tasks, &s).await
+                })
+            }),
+        ),
+        (
+            "raw (1 conn/task)",
+            Box::new(|_tasks, size, s: Settings| {
+                Box::pin(async move {
+                    let all = Arc::new(connections(size).await);
+                    let op = Dedicated {
+                        mine: all[0].clone(),
+                        all,
+                        next: Arc::new(AtomicUsize::new(0)),
+                    };
+                    measure(op, size, &s).await
+                })
+            }),
+        ),
+        (
+            "one shared conn",
+            Box::new(|tasks, _size, s: Settings| {
+                Box::pin(async move {
+                    let all = Arc::new(connections(1).await);
+                    let op = Dedicated {
+                        mine: all[0].clone(),
+                        all,
+                        next: Arc::new(AtomicUsize::new(0)),
+                    };
+                    measure(op, tasks, &s).await
+                })
+            }),
+        ),
+    ]
+}
+
+fn main() {
+    let settings = Settings::from_args();
+    let cases = [(16, 8), (64, 8), (16, 16), (64, 16)];
+    let list = contenders();
+    let meds = run_grid("redis_ping", &cases, &list, &settings);
+    println!("\npoolvisor / raw connections (target ≥ 0.95); tail and fairness at 64 / 8 (target Jain ≥ 0.99, max ≤ 50 ms):");
+    for (c, &(tasks, size)) in cases.iter().enumerate() {
+        let (pv, raw) = (&meds[c][0], &meds[c][4]);
+        if pv.ops_per_s > 0.0 && raw.ops_per_s > 0.0 {
+            println!(
+                "- {tasks} / {size}: {:.2}× raw, {:.2}× bb8, {:.2}× bb8 no test, {:.2}× deadpool; Jain {:.3}, max {:.1} ms",
+                pv.ops_per_s / raw.ops_per_s,
+                pv.ops_per_s / meds[c][1].ops_per_s,
+                pv.ops_per_s / meds[c][2].ops_per_s,
+                pv.ops_per_s / meds[c][3].ops_per_s,
+                pv.jain,
+                pv.max_us / 1e3
+            );
+        }
+    }
+    // The unpooled baseline: a new connection per operation.
+    let client = redis::Client::open(url()).unwrap();
+    println!("\nnew connection per operation:");
+    for tasks in [1, 16] {
+        if !settings.wants("unpooled", tasks) && settings.only.is_some() {
+            continue;
+        }
+        let o = harness::runtime().block_on(measure(Unpooled(client.clone()), tasks, &settings));
+        harness::row(&format!("{tasks} tasks"), "new conn per op", &o);
+    }
+}

@@ -1,0 +1,435 @@
+//! Reliability against real servers: a Redis server killed and restarted under load,
+//! PostgreSQL connections reset and refused, and a blackholed network.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use parking_lot::Mutex;
+use poolvisor::prelude::*;
+use poolvisor::testing::FaultProxy;
+use poolvisor::{EventStream, PoolStatus};
+
+/// These tests compare throughput before and after a fault; run them one at a time so
+/// that one test's outage does not disturb another's measurement.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// What one operation did, for the assertions.
+#[derive(Clone)]
+struct Sample {
+    at: Duration,
+    checkout: Duration,
+    error: Option<String>,
+}
+
+struct Load {
+    stop: Arc<AtomicBool>,
+    samples: Arc<Mutex<Vec<Sample>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    /// `tasks` tasks run `op` in a loop, recording each checkout's time and error.
+    fn start<F, Fut>(tasks: usize, t0: Instant, op: F) -> Load
+    where
+        F: Fn() -> Fut + Send + Sync + Clone + 'static,
+        Fut: std::future::Future<Output = (Duration, Result<(), String>)> + Send,
+    {
+        let stop = Arc::new(AtomicBool::new(false));
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let tasks = (0..tasks)
+            .map(|_| {
+                let (stop, samples, op) = (stop.clone(), samples.clone(), op.clone());
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        let (checkout, result) = op().await;
+                        let failed = result.is_err();
+                        samples.lock().push(Sample {
+                            at: t0.elapsed(),
+                            checkout,
+                            error: result.err(),
+                        });
+                        if failed {
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            samples,
+            tasks,
+        }
+    }
+
+    async fn finish(self) -> Vec<Sample> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.expect("no load task panics");
+        }
+        let samples = self.samples.lock().clone();
+        samples
+    }
+}
+
+/// The first time after `from` (a 400 ms window ending by `deadline`) at which the rate of
+/// successful operations reaches `target` per second.
+fn back_to(
+    samples: &[Sample],
+    from: Duration,
+    deadline: Duration,
+    target: f64,
+) -> Option<Duration> {
+    let window = Duration::from_millis(400);
+    let mut start = from;
+    while start + window <= deadline {
+        if rate(samples, start, start + window) >= target {
+            return Some(start + window);
+        }
+        start += Duration::from_millis(50);
+    }
+    None
+}
+
+/// Successful operations per second in `[from, to)`.
+fn rate(samples: &[Sample], from: Duration, to: Duration) -> f64 {
+    let n = samples
+        .iter()
+        .filter(|s| s.error.is_none() && s.at >= from && s.at < to)
+        .count();
+    n as f64 / (to - from).as_secs_f64()
+}
+
+async fn expect_events(events: &mut EventStream, pool: &str, kinds: &[&str], within: Duration) {
+    let mut wanted = kinds.iter().peekable();
+    let found = tokio::time::timeout(within, async {
+        while let Some(kind) = wanted.peek() {
+            match events.recv().await {
+                Ok(e) if &*e.pool == pool && e.kind.name() == **kind => {
+                    wanted.next();
+                }
+                Ok(_) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+    .await;
+    assert!(
+        found.is_ok(),
+        "events {kinds:?} for `{pool}` not seen in order within {within:?}"
+    );
+}
+
+/// A private redis-server on `port`, killed with SIGKILL when dropped.
+struct RedisServer(tokio::process::Child);
+
+impl RedisServer {
+    async fn start(port: u16) -> RedisServer {
+        let child = tokio::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server on PATH (scripts/services.sh installs it)");
+        let url = format!("redis://127.0.0.1:{port}");
+        let up = eventually(Duration::from_secs(5), || {
+            let url = url.clone();
+            async move {
+                let Ok(client) = redis::Client::open(url) else {
+                    return false;
+                };
+                client.get_multiplexed_async_connection().await.is_ok()
+            }
+        })
+        .await;
+        assert!(up, "private redis-server did not start on port {port}");
+        RedisServer(child)
+    }
+
+    async fn kill9(mut self) {
+        self.0.kill().await.expect("kill -9");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_server_killed_and_restarted_under_load() {
+    let _serial = SERIAL.lock().await;
+    let port = free_port().await;
+    let server = RedisServer::start(port).await;
+    let checkout_timeout = Duration::from_secs(2);
+    let sup = Supervisor::builder()
+        .redis(
+            "r",
+            &format!("redis://127.0.0.1:{port}"),
+            PoolConfig::default()
+                .max_size(8)
+                .checkout_timeout(checkout_timeout)
+                .connect_timeout(Duration::from_secs(1)),
+        )
+        .start()
+        .await
+        .unwrap();
+    let mut events = sup.subscribe();
+    let pool = sup.redis("r").unwrap();
+    let t0 = Instant::now();
+    let load = Load::start(64, t0, move || {
+        let pool = pool.clone();
+        async move {
+            let started = Instant::now();
+            let checkout = pool.checkout().await;
+            let waited = started.elapsed();
+            let result = match checkout {
+                Ok(mut conn) => redis::cmd("PING")
+                    .query_async::<String>(&mut *conn)
+                    .await
+                    .map(drop)
+                    .map_err(|e| format!("command: {e}")),
+                Err(e) => Err(format!("checkout: {e}")),
+            };
+            (waited, result)
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let killed_at = t0.elapsed();
+    server.kill9().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let restarted_at = t0.elapsed();
+    let _server = RedisServer::start(port).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let samples = load.finish().await;
+
+    expect_events(
+        &mut events,
+        "r",
+        &["down", "recovered"],
+        Duration::from_secs(1),
+    )
+    .await;
+    let max_checkout = samples.iter().map(|s| s.checkout).max().unwrap();
+    assert!(
+        max_checkout <= checkout_timeout + Duration::from_millis(200),
+        "a checkout took {max_checkout:?}"
+    );
+    let checkout_errors: Vec<&String> = samples
+        .iter()
+        .filter_map(|s| s.error.as_ref())
+        .filter(|e| e.starts_with("checkout"))
+        .collect();
+    assert!(!checkout_errors.is_empty(), "the outage was seen");
+    for e in &checkout_errors {
+        assert!(
+            e.contains(&format!("127.0.0.1:{port}")),
+            "error without its cause: {e}"
+        );
+    }
+    let before = rate(&samples, killed_at - Duration::from_millis(800), killed_at);
+    let back = back_to(
+        &samples,
+        restarted_at,
+        restarted_at + Duration::from_secs(2),
+        0.9 * before,
+    );
+    assert!(
+        back.is_some(),
+        "throughput not back to 90 % of {before:.0}/s within 2 s of the restart"
+    );
+    sup.shutdown().await.unwrap();
+}
+
+fn pg_target() -> std::net::SocketAddr {
+    let url = pg_url();
+    let authority = url.split('@').nth(1).unwrap().split('/').next().unwrap();
+    let authority = if authority.contains(':') {
+        authority.to_string()
+    } else {
+        format!("{authority}:5432")
+    };
+    authority
+        .replace("localhost", "127.0.0.1")
+        .parse()
+        .expect("PostgreSQL on a loopback address")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_connections_reset_and_refused_for_three_seconds() {
+    let _serial = SERIAL.lock().await;
+    let proxy = FaultProxy::start(pg_target()).await.unwrap();
+    let app = unique_name("pv_rel_pg");
+    let url = format!(
+        "postgres://root@{}/test?application_name={app}",
+        proxy.addr()
+    );
+    let checkout_timeout = Duration::from_secs(2);
+    let sup = Supervisor::builder()
+        .postgres(
+            "db",
+            &url,
+            PoolConfig::default()
+                .max_size(8)
+                .checkout_timeout(checkout_timeout)
+                .connect_timeout(Duration::from_secs(1)),
+        )
+        .start()
+        .await
+        .unwrap();
+    let mut events = sup.subscribe();
+    let db = sup.postgres("db").unwrap();
+    let t0 = Instant::now();
+    let load = Load::start(32, t0, move || {
+        let db = db.clone();
+        async move {
+            let started = Instant::now();
+            let checkout = db.checkout().await;
+            let waited = started.elapsed();
+            let result = match checkout {
+                Ok(conn) => match tokio::time::timeout(
+                    Duration::from_secs(2),
+                    conn.simple_query("SELECT 1"),
+                )
+                .await
+                {
+                    Ok(r) => r.map(drop).map_err(|e| format!("query: {e}")),
+                    Err(_) => Err("query: timed out".into()),
+                },
+                Err(e) => Err(format!("checkout: {e}")),
+            };
+            (waited, result)
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let cut_at = t0.elapsed();
+    proxy.reset_all();
+    proxy.refuse();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let back_at = t0.elapsed();
+    proxy.pass();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let samples = load.finish().await;
+
+    expect_events(
+        &mut events,
+        "db",
+        &["down", "recovered"],
+        Duration::from_secs(1),
+    )
+    .await;
+    let max_checkout = samples.iter().map(|s| s.checkout).max().unwrap();
+    assert!(
+        max_checkout <= checkout_timeout + Duration::from_millis(200),
+        "a checkout took {max_checkout:?}"
+    );
+    for e in samples
+        .iter()
+        .filter_map(|s| s.error.as_ref())
+        .filter(|e| e.starts_with("checkout"))
+    {
+        assert!(
+            e.contains(&proxy.addr().to_string()),
+            "error without its cause: {e}"
+        );
+    }
+    let before = rate(&samples, cut_at - Duration::from_millis(800), cut_at);
+    let back = back_to(
+        &samples,
+        back_at,
+        back_at + Duration::from_secs(2),
+        0.9 * before,
+    );
+    assert!(
+        back.is_some(),
+        "throughput not back to 90 % of {before:.0}/s within 2 s of the fault's end"
+    );
+    assert_eq!(sup.status("db").unwrap(), PoolStatus::Up);
+    sup.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blackholed_network_bounds_every_checkout_and_recovers() {
+    let _serial = SERIAL.lock().await;
+    let proxy = FaultProxy::start(pg_target()).await.unwrap();
+    let url = format!("postgres://root@{}/test", proxy.addr());
+    let checkout_timeout = Duration::from_secs(2);
+    let sup = Supervisor::builder()
+        .postgres(
+            "db",
+            &url,
+            PoolConfig::default()
+                .max_size(4)
+                .checkout_timeout(checkout_timeout)
+                .connect_timeout(Duration::from_millis(500)),
+        )
+        .start()
+        .await
+        .unwrap();
+    let mut events = sup.subscribe();
+    let db = sup.postgres("db").unwrap();
+    let t0 = Instant::now();
+    let load = Load::start(16, t0, move || {
+        let db = db.clone();
+        async move {
+            let started = Instant::now();
+            let checkout = db.checkout().await;
+            let waited = started.elapsed();
+            let result = match checkout {
+                // As a caller should: bound the query itself, and discard a connection
+                // whose exchange did not finish.
+                Ok(conn) => match tokio::time::timeout(
+                    Duration::from_millis(300),
+                    conn.simple_query("SELECT 1"),
+                )
+                .await
+                {
+                    Ok(r) => r.map(drop).map_err(|e| format!("query: {e}")),
+                    Err(_) => {
+                        conn.discard();
+                        Err("query: timed out".into())
+                    }
+                },
+                Err(e) => Err(format!("checkout: {e}")),
+            };
+            (waited, result)
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    proxy.blackhole();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    proxy.pass();
+    let samples_at_pass = t0.elapsed();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let samples = load.finish().await;
+
+    expect_events(
+        &mut events,
+        "db",
+        &["down", "recovered"],
+        Duration::from_secs(1),
+    )
+    .await;
+    let max_checkout = samples.iter().map(|s| s.checkout).max().unwrap();
+    assert!(
+        max_checkout <= checkout_timeout + Duration::from_millis(200),
+        "a checkout took {max_checkout:?}"
+    );
+    let ok_after = samples
+        .iter()
+        .filter(|s| s.error.is_none() && s.at > samples_at_pass)
+        .count();
+    assert!(
+        ok_after > 100,
+        "traffic flows again ({ok_after} ok after the blackhole)"
+    );
+    sup.shutdown_within(Duration::from_secs(3)).await.unwrap();
+}
