@@ -58,6 +58,24 @@ pub async fn pg_count(admin: &tokio_postgres::Client, app: &str) -> usize {
     row.get::<_, i64>(0) as usize
 }
 
+/// Backend PIDs the server has for any of these `application_name`s, in one snapshot.
+pub async fn pg_pids(
+    admin: &tokio_postgres::Client,
+    apps: &[&str],
+) -> std::collections::HashSet<i32> {
+    let apps: Vec<String> = apps.iter().map(|a| a.to_string()).collect();
+    admin
+        .query(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = ANY($1)",
+            &[&apps],
+        )
+        .await
+        .expect("pg_stat_activity")
+        .iter()
+        .map(|row| row.get::<_, i32>(0))
+        .collect()
+}
+
 pub async fn redis_admin() -> redis::aio::MultiplexedConnection {
     let url = redis_url();
     let client = redis::Client::open(url.as_str()).expect("redis url");
