@@ -39,7 +39,10 @@ async fn a_sentinel_password_appears_nowhere() {
     let mut seen: Vec<String> = Vec::new();
     // Bad URLs: each is a start error.
     for (kind, url) in [
-        ("postgres", format!("postgres://root:{SENTINEL}@127.0.0.1:badport/test")),
+        (
+            "postgres",
+            format!("postgres://root:{SENTINEL}@127.0.0.1:badport/test"),
+        ),
         ("redis", format!("redis://:{SENTINEL}@127.0.0.1:notaport")),
         ("http", format!("gopher://u:{SENTINEL}@127.0.0.1/")),
     ] {
@@ -62,13 +65,28 @@ async fn a_sentinel_password_appears_nowhere() {
         let user = user.split(':').next().unwrap();
         format!("postgres://{user}:{SENTINEL}@{host}")
     };
-    let redis_auth = format!("redis://:{SENTINEL}@{}", redis_url().trim_start_matches("redis://"));
+    let redis_auth = format!(
+        "redis://:{SENTINEL}@{}",
+        redis_url().trim_start_matches("redis://")
+    );
     let sup = Supervisor::builder()
         .postgres("pg", &pg_ok, PoolConfig::default())
-        .postgres("pg_down", &format!("postgres://root:{SENTINEL}@127.0.0.1:{closed}/test"), PoolConfig::default())
+        .postgres(
+            "pg_down",
+            &format!("postgres://root:{SENTINEL}@127.0.0.1:{closed}/test"),
+            PoolConfig::default(),
+        )
         .redis("redis_auth", &redis_auth, PoolConfig::default())
-        .redis("redis_down", &format!("redis://:{SENTINEL}@127.0.0.1:{closed}"), PoolConfig::default())
-        .http("http_down", &format!("http://u:{SENTINEL}@127.0.0.1:{closed}"), PoolConfig::default())
+        .redis(
+            "redis_down",
+            &format!("redis://:{SENTINEL}@127.0.0.1:{closed}"),
+            PoolConfig::default(),
+        )
+        .http(
+            "http_down",
+            &format!("http://u:{SENTINEL}@127.0.0.1:{closed}"),
+            PoolConfig::default(),
+        )
         .start()
         .await
         .unwrap();
@@ -88,8 +106,15 @@ async fn a_sentinel_password_appears_nowhere() {
         let err = sup.redis(name).unwrap().checkout().await.unwrap_err();
         seen.push(format!("{err} {err:?}"));
     }
-    let req = hyper::Request::get("/").body(http_body_util::Full::new(bytes::Bytes::new())).unwrap();
-    let err = sup.http("http_down").unwrap().request(req, Duration::from_secs(1)).await.unwrap_err();
+    let req = hyper::Request::get("/")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let err = sup
+        .http("http_down")
+        .unwrap()
+        .request(req, Duration::from_secs(1))
+        .await
+        .unwrap_err();
     seen.push(format!("{err} {err:?}"));
     let snap = sup.metrics().await.unwrap();
     seen.push(format!("{snap:?}"));
@@ -102,12 +127,21 @@ async fn a_sentinel_password_appears_nowhere() {
     seen.push(String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned());
 
     let log = seen.last().unwrap();
-    assert!(log.contains("connect failed") && log.contains("pool event"), "error paths were logged");
-    assert!(seen.iter().any(|s| s.contains("127.0.0.1")), "the texts name their servers");
+    assert!(
+        log.contains("connect failed") && log.contains("pool event"),
+        "error paths were logged"
+    );
+    assert!(
+        seen.iter().any(|s| s.contains("127.0.0.1")),
+        "the texts name their servers"
+    );
     for text in &seen {
         if let Some(at) = text.find(SENTINEL) {
             let from = at.saturating_sub(200);
-            panic!("the password leaked: …{}…", &text[from..(at + SENTINEL.len() + 50).min(text.len())]);
+            panic!(
+                "the password leaked: …{}…",
+                &text[from..(at + SENTINEL.len() + 50).min(text.len())]
+            );
         }
     }
 }

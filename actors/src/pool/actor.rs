@@ -38,8 +38,6 @@ pub(crate) enum PoolMsg {
     Heartbeat(u64),
     /// Close one idle connection above the reserve, for another pool's sake.
     Reclaim,
-    /// Apply a new `max_size` (already stored in the shared state).
-    Resized,
     /// Test kit: block the actor's mailbox for this long (a wedged actor).
     Stall(Duration),
     /// Test kit: panic in the handler (a crashed actor).
@@ -173,7 +171,6 @@ impl<M: ManageConnection> Actor for PoolActor<M> {
                 return Ok(());
             }
             PoolMsg::Reclaim => state.reclaim(),
-            PoolMsg::Resized => state.shrink(),
             PoolMsg::Stall(d) => {
                 tokio::time::sleep(d).await;
                 return Ok(());
@@ -443,25 +440,6 @@ impl<M: ManageConnection> PoolState<M> {
         };
         shared.close(conn, CloseReason::Reclaimed);
         shared.emit(EventKind::ConnectionReclaimed);
-    }
-
-    /// Closes idle connections above a lowered `max_size`; lent ones close on return.
-    fn shrink(&mut self) {
-        let shared = &self.shared;
-        let doomed = {
-            let mut st = shared.state.lock();
-            let surplus = st.open.saturating_sub(st.max_size).min(st.idle.len());
-            let doomed: Vec<_> = st.idle.drain(..surplus).collect();
-            st.open -= doomed.len();
-            for _ in &doomed {
-                st.stats.closed(CloseReason::Resized);
-            }
-            doomed
-        };
-        if !doomed.is_empty() {
-            drop(doomed);
-            shared.after_close();
-        }
     }
 
     fn stopped(&mut self, myself: &ActorRef<PoolMsg>) {

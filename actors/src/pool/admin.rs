@@ -6,7 +6,6 @@ use bb8::ManageConnection;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use super::actor::PoolMsg;
 use super::shared::PoolShared;
 use super::stats::CloseReason;
 use super::status::Admin;
@@ -83,14 +82,24 @@ impl<M: ManageConnection> PoolShared<M> {
                 self.config.min_idle
             ));
         }
-        {
+        // Idle connections above the new size close here and now (not through the actor,
+        // which may be restarting); lent ones close when they come back.
+        let surplus = {
             let mut st = self.state.lock();
             self.refuse_if_final(st.admin)?;
             st.max_size = max_size;
-        }
+            let n = st.open.saturating_sub(max_size).min(st.idle.len());
+            let surplus: Vec<_> = st.idle.drain(..n).collect();
+            st.open -= surplus.len();
+            for _ in &surplus {
+                st.stats.closed(CloseReason::Resized);
+            }
+            surplus
+        };
         self.emit(EventKind::Resized { max_size });
-        if let Some(actor) = self.actor.lock().clone() {
-            let _ = actor.cast(PoolMsg::Resized);
+        if !surplus.is_empty() {
+            drop(surplus);
+            self.after_close();
         }
         Ok(())
     }
