@@ -6,42 +6,9 @@
 
 mod harness;
 
-use std::convert::Infallible;
-
+use harness::noop::Noop;
 use harness::{header, measure, median, row, runtime, Op, Outcome, Settings};
 use poolvisor::{PoolConfig, PoolHandle, Supervisor};
-
-#[derive(Clone, Copy)]
-struct Noop;
-
-impl bb8::ManageConnection for Noop {
-    type Connection = ();
-    type Error = Infallible;
-    async fn connect(&self) -> Result<(), Infallible> {
-        Ok(())
-    }
-    async fn is_valid(&self, _: &mut ()) -> Result<(), Infallible> {
-        Ok(())
-    }
-    fn has_broken(&self, _: &mut ()) -> bool {
-        false
-    }
-}
-
-impl deadpool::managed::Manager for Noop {
-    type Type = ();
-    type Error = Infallible;
-    async fn create(&self) -> Result<(), Infallible> {
-        Ok(())
-    }
-    async fn recycle(
-        &self,
-        _: &mut (),
-        _: &deadpool::managed::Metrics,
-    ) -> deadpool::managed::RecycleResult<Infallible> {
-        Ok(())
-    }
-}
 
 #[derive(Clone)]
 struct Poolvisor(PoolHandle<Noop>);

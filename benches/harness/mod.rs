@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
+pub mod noop;
+
 /// One operation under test (checkout, use, drop).
 pub trait Op: Clone + Send + Sync + 'static {
     fn run(&self) -> impl Future<Output = ()> + Send;
@@ -97,15 +99,27 @@ const WARMUP: u8 = 0;
 const MEASURE: u8 = 1;
 const STOP: u8 = 2;
 
+/// Latencies go into a few shared histograms (task `i` uses shard `i % SHARDS`), not one
+/// per task: a histogram at 3 significant digits is ~230 KiB, and 10,000 of them would
+/// measure the cache, not the pool. A shard's lock is held for one `record`.
+const SHARDS: usize = 16;
+
+fn histogram() -> Histogram<u64> {
+    Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).unwrap()
+}
+
 /// Runs `tasks` copies of `op` and measures them.
 pub async fn measure<O: Op>(op: O, tasks: usize, settings: &Settings) -> Outcome {
     let phase = Arc::new(AtomicU8::new(WARMUP));
+    let shards: Arc<Vec<parking_lot::Mutex<Histogram<u64>>>> =
+        Arc::new((0..SHARDS).map(|_| parking_lot::Mutex::new(histogram())).collect());
     let mut handles = Vec::with_capacity(tasks);
-    for _ in 0..tasks {
+    for i in 0..tasks {
         let op = op.clone();
         let phase = phase.clone();
+        let shards = shards.clone();
         handles.push(tokio::spawn(async move {
-            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).unwrap();
+            let shard = &shards[i % SHARDS];
             let mut count = 0u64;
             loop {
                 let p = phase.load(Ordering::Relaxed);
@@ -116,12 +130,12 @@ pub async fn measure<O: Op>(op: O, tasks: usize, settings: &Settings) -> Outcome
                 op.run().await;
                 let dt = t0.elapsed();
                 if p == MEASURE {
-                    hist.saturating_record(dt.as_nanos() as u64);
+                    shard.lock().saturating_record(dt.as_nanos() as u64);
                     count += 1;
                 }
                 tokio::task::consume_budget().await;
             }
-            (hist, count)
+            count
         }));
     }
     tokio::time::sleep(settings.warmup).await;
@@ -130,12 +144,13 @@ pub async fn measure<O: Op>(op: O, tasks: usize, settings: &Settings) -> Outcome
     tokio::time::sleep(settings.measure).await;
     phase.store(STOP, Ordering::Relaxed);
     let window = started.elapsed();
-    let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).unwrap();
     let mut counts = Vec::with_capacity(tasks);
     for h in handles {
-        let (hist, count) = h.await.expect("bench task");
-        all.add(hist).unwrap();
-        counts.push(count as f64);
+        counts.push(h.await.expect("bench task") as f64);
+    }
+    let mut all = histogram();
+    for shard in shards.iter() {
+        all.add(&*shard.lock()).unwrap();
     }
     // Operations that finished after the window closed are few and counted; the window
     // is measured, so ops/s is total / window.
@@ -148,11 +163,7 @@ pub async fn measure<O: Op>(op: O, tasks: usize, settings: &Settings) -> Outcome
         p99_us: us(all.value_at_quantile(0.99)),
         p999_us: us(all.value_at_quantile(0.999)),
         max_us: us(all.max()),
-        jain: if sq == 0.0 {
-            0.0
-        } else {
-            total * total / (counts.len() as f64 * sq)
-        },
+        jain: if sq == 0.0 { 0.0 } else { total * total / (counts.len() as f64 * sq) },
     }
 }
 

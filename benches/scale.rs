@@ -1,0 +1,97 @@
+//! `scale`: checkout cost from 8 to 10,000 waiting tasks; the time to start 1,000 pools
+//! under one supervisor; memory per pool and per idle connection (RSS deltas).
+//!
+//! `cargo bench --bench scale`
+
+mod harness;
+
+use std::time::{Duration, Instant};
+
+use harness::noop::Noop;
+use harness::{fmt_rate, measure, runtime, Op, Settings};
+use poolvisor::{PoolConfig, PoolHandle, Supervisor};
+
+#[derive(Clone)]
+struct Checkout(PoolHandle<Noop>);
+impl Op for Checkout {
+    async fn run(&self) {
+        drop(self.0.checkout().await.expect("checkout"));
+    }
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn main() {
+    let settings = Settings::from_args();
+
+    println!("checkout cost against the number of tasks (pool of 8, noop manager):\n");
+    println!("| tasks | ops/s | vs 8 tasks | p50 µs | p99 µs | max µs | Jain |");
+    println!("|---|---|---|---|---|---|---|");
+    let mut base = 0.0;
+    for tasks in [8usize, 100, 1_000, 10_000] {
+        let o = runtime().block_on(async {
+            let cfg = PoolConfig::default()
+                .max_size(8)
+                .max_waiters(20_000)
+                .checkout_timeout(Duration::from_secs(60));
+            let sup = Supervisor::builder().pool("noop", Noop, cfg).start().await.unwrap();
+            let o = measure(Checkout(sup.pool("noop").unwrap()), tasks, &settings).await;
+            sup.shutdown().await.unwrap();
+            o
+        });
+        if tasks == 8 {
+            base = o.ops_per_s;
+        }
+        println!(
+            "| {tasks} | {} | {:.2}× | {:.1} | {:.1} | {:.0} | {:.3} |",
+            fmt_rate(o.ops_per_s),
+            o.ops_per_s / base,
+            o.p50_us,
+            o.p99_us,
+            o.max_us,
+            o.jain
+        );
+    }
+
+    runtime().block_on(async {
+        // 1,000 pools: start time and memory per pool (each boots one probe connection).
+        let before = rss_kib();
+        let mut b = Supervisor::builder();
+        for i in 0..1_000 {
+            b = b.pool(format!("p{i}"), Noop, PoolConfig::default().max_size(4));
+        }
+        let started = Instant::now();
+        let sup = b.start().await.unwrap();
+        let took = started.elapsed();
+        let after = rss_kib();
+        println!(
+            "\n1,000 pools under one supervisor: started in {took:?}; RSS +{} KiB, about {:.1} KiB per pool (its actor, state, histograms and one idle connection)",
+            after.saturating_sub(before),
+            after.saturating_sub(before) as f64 / 1_000.0
+        );
+        sup.shutdown().await.unwrap();
+
+        // 10,000 idle connections in one pool: memory per idle connection.
+        let before = rss_kib();
+        let cfg = PoolConfig::default().max_size(10_000).min_idle(10_000);
+        let sup = Supervisor::builder().pool("big", Noop, cfg).start().await.unwrap();
+        let pool: PoolHandle<Noop> = sup.pool("big").unwrap();
+        let after = rss_kib();
+        println!(
+            "10,000 idle connections (noop: the pool's own record per connection): RSS +{} KiB, about {:.0} bytes per connection ({} open)",
+            after.saturating_sub(before),
+            after.saturating_sub(before) as f64 * 1024.0 / 10_000.0,
+            pool.snapshot().open
+        );
+        sup.shutdown().await.unwrap();
+    });
+}
