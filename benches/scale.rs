@@ -43,7 +43,11 @@ fn main() {
                 .max_size(8)
                 .max_waiters(20_000)
                 .checkout_timeout(Duration::from_secs(60));
-            let sup = Supervisor::builder().pool("noop", Noop, cfg).start().await.unwrap();
+            let sup = Supervisor::builder()
+                .pool("noop", Noop, cfg)
+                .start()
+                .await
+                .unwrap();
             let o = measure(Checkout(sup.pool("noop").unwrap()), tasks, &settings).await;
             sup.shutdown().await.unwrap();
             o

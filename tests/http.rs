@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::saw_event;
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
@@ -321,16 +322,10 @@ async fn unreachable_upstream_is_down_with_the_address_and_comes_back() {
     );
     // A server appears on that port.
     let server = Server::start_on(Proto::H1, port).await;
-    let recovered = tokio::time::timeout(Duration::from_secs(10), async {
-        while let Ok(e) = events.recv().await {
-            if e.kind.name() == "recovered" {
-                return true;
-            }
-        }
-        false
-    })
-    .await;
-    assert_eq!(recovered, Ok(true));
+    assert!(
+        saw_event(&mut events, "recovered", Duration::from_secs(10)).await,
+        "no recovered event"
+    );
     assert_eq!(
         pool.request(get("/"), Duration::from_secs(5))
             .await

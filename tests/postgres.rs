@@ -117,17 +117,10 @@ async fn unreachable_server_is_down_fails_fast_and_comes_back() {
         .unwrap()
         .to_string();
     let fwd = forward(port, &target).await;
-    let recovered = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match events.recv().await {
-                Ok(e) if e.kind.name() == "recovered" => return,
-                Ok(_) => {}
-                Err(e) => panic!("{e}"),
-            }
-        }
-    })
-    .await;
-    assert!(recovered.is_ok(), "no recovered event");
+    assert!(
+        saw_event(&mut events, "recovered", Duration::from_secs(10)).await,
+        "no recovered event"
+    );
     db.checkout()
         .await
         .unwrap()

@@ -162,16 +162,10 @@ async fn unreachable_server_is_down_with_the_address_and_comes_back() {
         .trim_end_matches('/')
         .to_string();
     let fwd = forward(port, &target).await;
-    let recovered = tokio::time::timeout(Duration::from_secs(10), async {
-        while let Ok(e) = events.recv().await {
-            if e.kind.name() == "recovered" {
-                return true;
-            }
-        }
-        false
-    })
-    .await;
-    assert_eq!(recovered, Ok(true));
+    assert!(
+        saw_event(&mut events, "recovered", Duration::from_secs(10)).await,
+        "no recovered event"
+    );
     assert_eq!(ping(&pool).await.unwrap(), "PONG");
     sup.shutdown().await.unwrap();
     fwd.abort();

@@ -40,6 +40,7 @@ mod redact;
 pub mod serde_duration;
 mod supervisor;
 pub mod testing;
+mod ticker;
 
 pub use budget::BudgetSnapshot;
 pub use config::{ConfigError, PoolConfig, Validation};

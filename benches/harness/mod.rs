@@ -111,8 +111,11 @@ fn histogram() -> Histogram<u64> {
 /// Runs `tasks` copies of `op` and measures them.
 pub async fn measure<O: Op>(op: O, tasks: usize, settings: &Settings) -> Outcome {
     let phase = Arc::new(AtomicU8::new(WARMUP));
-    let shards: Arc<Vec<parking_lot::Mutex<Histogram<u64>>>> =
-        Arc::new((0..SHARDS).map(|_| parking_lot::Mutex::new(histogram())).collect());
+    let shards: Arc<Vec<parking_lot::Mutex<Histogram<u64>>>> = Arc::new(
+        (0..SHARDS)
+            .map(|_| parking_lot::Mutex::new(histogram()))
+            .collect(),
+    );
     let mut handles = Vec::with_capacity(tasks);
     for i in 0..tasks {
         let op = op.clone();
@@ -163,7 +166,11 @@ pub async fn measure<O: Op>(op: O, tasks: usize, settings: &Settings) -> Outcome
         p99_us: us(all.value_at_quantile(0.99)),
         p999_us: us(all.value_at_quantile(0.999)),
         max_us: us(all.max()),
-        jain: if sq == 0.0 { 0.0 } else { total * total / (counts.len() as f64 * sq) },
+        jain: if sq == 0.0 {
+            0.0
+        } else {
+            total * total / (counts.len() as f64 * sq)
+        },
     }
 }
 

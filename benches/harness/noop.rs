@@ -34,4 +34,3 @@ impl deadpool::managed::Manager for Noop {
         Ok(())
     }
 }
-

@@ -126,6 +126,20 @@ pub async fn forward(port: u16, target: &str) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// Waits for an event of this kind (any pool); `false` after `within`.
+pub async fn saw_event(events: &mut poolvisor::EventStream, kind: &str, within: Duration) -> bool {
+    tokio::time::timeout(within, async {
+        while let Ok(e) = events.recv().await {
+            if e.kind.name() == kind {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false)
+}
+
 /// Polls `f` every 10 ms until it is true or `within` passes.
 pub async fn eventually<F, Fut>(within: Duration, mut f: F) -> bool
 where

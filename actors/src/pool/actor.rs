@@ -17,6 +17,7 @@ use super::status::{Admin, Health};
 use crate::error::CheckoutError;
 use crate::event::EventKind;
 use crate::supervisor::actor::SupMsg;
+use crate::ticker::tick;
 
 /// First retry delay after a failed connect; doubles up to `BACKOFF_MAX`, with jitter.
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
@@ -117,19 +118,7 @@ impl<M: ManageConnection> Actor for PoolActor<M> {
             // A restarted actor does not trust what its predecessor left idle.
             state.validate_idle();
         }
-        let period = tick_period(&shared);
-        let me = myself.clone();
-        state.ticker = Some(tokio::spawn(async move {
-            let mut interval = tokio::time::interval(period);
-            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            interval.tick().await;
-            loop {
-                interval.tick().await;
-                if me.cast(PoolMsg::Tick).is_err() {
-                    break;
-                }
-            }
-        }));
+        state.ticker = Some(tick(myself.clone(), tick_period(&shared), || PoolMsg::Tick));
         Ok(state)
     }
 

@@ -17,6 +17,7 @@ use crate::event::EventKind;
 use crate::metrics::{MetricsActor, MetricsArgs, MetricsMsg};
 use crate::pool::actor::PoolMsg;
 use crate::pool::control::PoolControl;
+use crate::ticker::tick;
 
 const RESTART_BACKOFF_MIN: Duration = Duration::from_millis(50);
 const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -129,19 +130,8 @@ impl Actor for SupervisorActor {
             let actor = spawned.map_err(|e| format!("pool `{}`: {e}", args.pools[i].name()))?;
             state.slots[i].actor = Some(actor);
         }
-        let me = myself.clone();
         let every = state.settings.heartbeat_interval;
-        state.ticker = Some(tokio::spawn(async move {
-            let mut interval = tokio::time::interval(every);
-            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            interval.tick().await;
-            loop {
-                interval.tick().await;
-                if me.cast(SupMsg::HeartbeatTick).is_err() {
-                    break;
-                }
-            }
-        }));
+        state.ticker = Some(tick(myself.clone(), every, || SupMsg::HeartbeatTick));
         Ok(state)
     }
 
