@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod backends;
+pub mod config;
 pub mod testing;
 
 /// The driver crates, re-exported so that callers use the versions poolvisor was built

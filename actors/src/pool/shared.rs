@@ -462,7 +462,8 @@ impl<M: ManageConnection> PoolShared<M> {
         self.after_close();
     }
 
-    /// After a connection closed (and its permit was freed): wake drains, and let the
+    /// After a connection was taken off the count (its permit comes back when its close
+    /// completes): wake drains, and let the
     /// actor replace it if someone needs one.
     pub(crate) fn after_close(&self) {
         let nudge = {

@@ -1,0 +1,386 @@
+//! The configuration file: TOML, every key overridable from the environment
+//! (`POOLVISOR_POOLS__DB__MAX_SIZE=30`), validated with errors that name the key path and
+//! the bad value — never a password.
+//!
+//! ```toml
+//! [supervisor]
+//! max_connections = 40
+//! heartbeat_interval = "1s"
+//!
+//! [admin]
+//! listen = "127.0.0.1:9464"
+//!
+//! [pools.db]
+//! kind = "postgres"
+//! url = "postgres://app@127.0.0.1:5432/app"
+//! max_size = 20
+//! checkout_timeout = "2s"
+//!
+//! [pools.cache]
+//! kind = "redis"
+//! url = "redis://127.0.0.1:6379"
+//! validation = { if_idle_for = "500ms" }
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Toml};
+use figment::value::{Dict, Value};
+use figment::Figment;
+use poolvisor_actors::{redact, PoolConfig, StartError, Supervisor, SupervisorBuilder};
+use serde::Deserialize;
+
+use crate::backends::{Http, Postgres, Redis};
+
+/// A configuration that does not hold: which key, and what is wrong with its value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct ConfigError {
+    /// The key path, e.g. `pools.db.max_size` (or the file, for a file that cannot be read).
+    pub key: String,
+    /// What is wrong, with the bad value (passwords removed).
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, message: impl fmt::Display) -> Self {
+        ConfigError {
+            key: key.into(),
+            message: redact(&message.to_string()),
+        }
+    }
+
+    fn from_figment(prefix: &str, e: figment::Error) -> Self {
+        let mut path: Vec<String> = prefix
+            .split('.')
+            .filter(|p| !p.is_empty())
+            .map(String::from)
+            .collect();
+        path.extend(e.path.iter().cloned());
+        let key = if path.is_empty() {
+            "(document)".to_string()
+        } else {
+            path.join(".")
+        };
+        ConfigError::new(key, e.kind)
+    }
+}
+
+/// Which backend a pool talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// PostgreSQL (`url = "postgres://..."`).
+    Postgres,
+    /// Redis (`url = "redis://..."`).
+    Redis,
+    /// An HTTP(S) upstream (`url = "http://..."` or `"https://..."`).
+    Http,
+}
+
+/// `[supervisor]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SupervisorSettings {
+    /// The global budget (default: the sum of the pools' `max_size`).
+    pub max_connections: Option<usize>,
+    /// Heartbeat period.
+    #[serde(with = "poolvisor_actors::serde_duration")]
+    pub heartbeat_interval: Duration,
+    /// A pool actor silent this long is killed and restarted.
+    #[serde(with = "poolvisor_actors::serde_duration")]
+    pub heartbeat_timeout: Duration,
+    /// More restarts than this within `restart_window` mark a pool Failed.
+    pub max_restarts: u32,
+    /// See `max_restarts`.
+    #[serde(with = "poolvisor_actors::serde_duration")]
+    pub restart_window: Duration,
+    /// Refuse to start when a pool cannot connect.
+    pub fail_fast: bool,
+}
+
+impl Default for SupervisorSettings {
+    fn default() -> Self {
+        SupervisorSettings {
+            max_connections: None,
+            heartbeat_interval: Duration::from_secs(1),
+            heartbeat_timeout: Duration::from_secs(5),
+            max_restarts: 5,
+            restart_window: Duration::from_secs(60),
+            fail_fast: false,
+        }
+    }
+}
+
+/// `[admin]`: where the admin endpoint listens (it lands with the admin issue).
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSettings {
+    /// Listen address; loopback by default.
+    pub listen: SocketAddr,
+    /// Bearer token guarding everything but `/health`.
+    pub token: Option<String>,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        AdminSettings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            token: None,
+        }
+    }
+}
+
+impl fmt::Debug for AdminSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdminSettings")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+/// `[pools.<name>]`.
+#[derive(Clone, PartialEq)]
+pub struct PoolEntry {
+    /// The pool's name (the table's key).
+    pub name: String,
+    /// Its backend.
+    pub kind: BackendKind,
+    /// Its URL (may hold a password: shown redacted).
+    pub url: String,
+    /// Every `PoolConfig` field, defaults for those not given.
+    pub settings: PoolConfig,
+}
+
+impl fmt::Debug for PoolEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PoolEntry")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("url", &redact(&self.url))
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+/// The whole file, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// `[supervisor]`.
+    pub supervisor: SupervisorSettings,
+    /// `[admin]`.
+    pub admin: AdminSettings,
+    /// `[pools.*]`, by name.
+    pub pools: Vec<PoolEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    supervisor: SupervisorSettings,
+    #[serde(default)]
+    admin: AdminSettings,
+    #[serde(default)]
+    pools: BTreeMap<String, Dict>,
+}
+
+impl Config {
+    /// Reads `path` and applies `POOLVISOR_SUPERVISOR__*`, `POOLVISOR_ADMIN__*` and
+    /// `POOLVISOR_POOLS__<NAME>__*` from the environment on top.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        if !path.is_file() {
+            return Err(ConfigError::new(path.display().to_string(), "no such file"));
+        }
+        Self::from_figment(Figment::from(Toml::file(path)).merge(env()))
+    }
+
+    /// Parses a TOML document (no environment).
+    pub fn from_toml(document: &str) -> Result<Config, ConfigError> {
+        Self::from_figment(Figment::from(Toml::string(document)))
+    }
+
+    /// Parses a TOML document with the environment applied on top.
+    pub fn from_toml_with_env(document: &str) -> Result<Config, ConfigError> {
+        Self::from_figment(Figment::from(Toml::string(document)).merge(env()))
+    }
+
+    fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
+        let raw: RawConfig = figment.extract().map_err(|e| {
+            let mut err = ConfigError::from_figment("", e);
+            if err.key == "admin.listen" {
+                let value = figment
+                    .find_value("admin.listen")
+                    .ok()
+                    .and_then(|v| v.into_string());
+                err.message = format!(
+                    "{err_message} ({value:?})",
+                    err_message = err.message,
+                    value = value.unwrap_or_default()
+                );
+            }
+            err
+        })?;
+        let mut pools = Vec::with_capacity(raw.pools.len());
+        for (name, mut table) in raw.pools {
+            let key = |field: &str| format!("pools.{name}.{field}");
+            if !valid_name(&name) {
+                return Err(ConfigError::new(
+                    format!("pools.{name}"),
+                    "pool names are 1 to 64 characters of [A-Za-z0-9_.-]",
+                ));
+            }
+            let kind = match table.remove("kind") {
+                None => {
+                    return Err(ConfigError::new(
+                        key("kind"),
+                        "missing: postgres, redis or http",
+                    ))
+                }
+                Some(v) => BackendKind::deserialize(&v)
+                    .map_err(|e| ConfigError::new(key("kind"), e.kind))?,
+            };
+            let url = match table.remove("url") {
+                None => return Err(ConfigError::new(key("url"), "missing")),
+                Some(Value::String(_, s)) => s,
+                Some(other) => {
+                    return Err(ConfigError::new(
+                        key("url"),
+                        format!("expected a string, found {}", other.to_actual()),
+                    ))
+                }
+            };
+            let settings = PoolConfig::deserialize(&Value::from(table))
+                .map_err(|e| ConfigError::from_figment(&format!("pools.{name}"), e))?;
+            pools.push(PoolEntry {
+                name,
+                kind,
+                url,
+                settings,
+            });
+        }
+        let config = Config {
+            supervisor: raw.supervisor,
+            admin: raw.admin,
+            pools,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let s = &self.supervisor;
+        if s.max_connections == Some(0) {
+            return Err(ConfigError::new(
+                "supervisor.max_connections",
+                "0: must be at least 1",
+            ));
+        }
+        if s.heartbeat_interval.is_zero() {
+            return Err(ConfigError::new(
+                "supervisor.heartbeat_interval",
+                "0s: must be greater than zero",
+            ));
+        }
+        if s.heartbeat_timeout < s.heartbeat_interval {
+            return Err(ConfigError::new(
+                "supervisor.heartbeat_timeout",
+                format!(
+                    "{:?} is shorter than heartbeat_interval {:?}",
+                    s.heartbeat_timeout, s.heartbeat_interval
+                ),
+            ));
+        }
+        if s.restart_window.is_zero() {
+            return Err(ConfigError::new(
+                "supervisor.restart_window",
+                "0s: must be greater than zero",
+            ));
+        }
+        for p in &self.pools {
+            p.settings.validate().map_err(|e| {
+                ConfigError::new(format!("pools.{}.{}", p.name, e.field), e.message)
+            })?;
+            if let Err(e) = self.manager_check(p) {
+                return Err(ConfigError::new(format!("pools.{}.url", p.name), e));
+            }
+        }
+        let reserved: usize = self.pools.iter().map(|p| p.settings.reserve).sum();
+        let budget = s
+            .max_connections
+            .unwrap_or_else(|| self.pools.iter().map(|p| p.settings.max_size).sum());
+        if reserved > budget && !self.pools.is_empty() {
+            return Err(ConfigError::new(
+                "supervisor.max_connections",
+                format!("{budget}: the pools' reserves add up to {reserved}"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn manager_check(&self, p: &PoolEntry) -> Result<(), String> {
+        let result = match p.kind {
+            BackendKind::Postgres => Postgres::from_url(&p.url).map(drop),
+            BackendKind::Redis => Redis::from_url(&p.url).map(drop),
+            BackendKind::Http => Http::new(&p.url).map(drop),
+        };
+        result.map_err(|e| e.to_string())
+    }
+
+    /// A builder with every pool of the file, ready to `start()`.
+    pub fn builder(&self) -> SupervisorBuilder {
+        use crate::backends::BuilderBackends;
+        let s = &self.supervisor;
+        let mut b = Supervisor::builder()
+            .heartbeat(s.heartbeat_interval, s.heartbeat_timeout)
+            .restart_limit(s.max_restarts, s.restart_window)
+            .fail_fast(s.fail_fast);
+        if let Some(max) = s.max_connections {
+            b = b.max_connections(max);
+        }
+        for p in &self.pools {
+            b = match p.kind {
+                BackendKind::Postgres => b.postgres(&p.name, &p.url, p.settings.clone()),
+                BackendKind::Redis => b.redis(&p.name, &p.url, p.settings.clone()),
+                BackendKind::Http => b.http(&p.name, &p.url, p.settings.clone()),
+            };
+        }
+        b
+    }
+}
+
+/// `Supervisor::from_config(&config)`.
+pub trait FromConfig: Sized {
+    /// Starts a supervisor with every pool of `config`.
+    fn from_config(
+        config: &Config,
+    ) -> impl std::future::Future<Output = Result<Self, StartError>> + Send;
+}
+
+impl FromConfig for Supervisor {
+    async fn from_config(config: &Config) -> Result<Supervisor, StartError> {
+        config.builder().start().await
+    }
+}
+
+fn env() -> Env {
+    Env::prefixed("POOLVISOR_")
+        .filter(|k| {
+            let k = k.as_str().to_ascii_lowercase();
+            k.starts_with("supervisor__") || k.starts_with("admin__") || k.starts_with("pools__")
+        })
+        .split("__")
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
