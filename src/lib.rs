@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod backends;
+pub mod cli;
 pub mod config;
 pub mod testing;
 
