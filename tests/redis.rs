@@ -65,34 +65,7 @@ async fn a_client_killed_while_idle_is_never_handed_out() {
     drop(held);
     let mut admin = redis_admin().await;
     assert_eq!(redis_count(&mut admin, &name).await, 2);
-    let killed: i64 = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("SETNAME")
-        .arg(&name)
-        .query_async(&mut admin)
-        .await
-        .unwrap_or(0);
-    // Older servers lack `KILL SETNAME`; fall back to killing by id.
-    if killed == 0 {
-        let list: String = redis::cmd("CLIENT")
-            .arg("LIST")
-            .query_async(&mut admin)
-            .await
-            .unwrap();
-        for line in list
-            .lines()
-            .filter(|l| l.contains(&format!(" name={name} ")))
-        {
-            let id = line.split(' ').find_map(|f| f.strip_prefix("id=")).unwrap();
-            let _: i64 = redis::cmd("CLIENT")
-                .arg("KILL")
-                .arg("ID")
-                .arg(id)
-                .query_async(&mut admin)
-                .await
-                .unwrap();
-        }
-    }
+    assert_eq!(redis_kill_named(&mut admin, &name).await, 2);
     tokio::time::sleep(Duration::from_millis(600)).await; // idle past the 500 ms threshold
     for _ in 0..2 {
         assert_eq!(
@@ -110,23 +83,7 @@ async fn a_connection_that_dropped_in_use_is_closed_on_return() {
     let (sup, pool) = named_pool(&name, PoolConfig::default().max_size(1)).await;
     let mut conn = pool.checkout().await.unwrap();
     let mut admin = redis_admin().await;
-    let list: String = redis::cmd("CLIENT")
-        .arg("LIST")
-        .query_async(&mut admin)
-        .await
-        .unwrap();
-    let line = list
-        .lines()
-        .find(|l| l.contains(&format!(" name={name} ")))
-        .unwrap();
-    let id = line.split(' ').find_map(|f| f.strip_prefix("id=")).unwrap();
-    let _: i64 = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("ID")
-        .arg(id)
-        .query_async(&mut admin)
-        .await
-        .unwrap();
+    assert_eq!(redis_kill_named(&mut admin, &name).await, 1);
     let failed: Result<String, _> = redis::cmd("PING").query_async(&mut *conn).await;
     assert!(failed.is_err());
     assert!(conn.is_broken());

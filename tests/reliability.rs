@@ -283,6 +283,30 @@ async fn redis_server_killed_and_restarted_under_load() {
     sup.shutdown().await.unwrap();
 }
 
+/// One checkout and `SELECT 1`, as a careful caller writes it: the query bounded by
+/// `query_timeout`, and a connection whose exchange did not finish discarded.
+async fn select_once(
+    db: &PoolHandle<poolvisor::backends::Postgres>,
+    query_timeout: Duration,
+) -> (Duration, Result<(), String>) {
+    let started = Instant::now();
+    let checkout = db.checkout().await;
+    let waited = started.elapsed();
+    let result = match checkout {
+        Ok(conn) => {
+            match tokio::time::timeout(query_timeout, conn.simple_query("SELECT 1")).await {
+                Ok(r) => r.map(drop).map_err(|e| format!("query: {e}")),
+                Err(_) => {
+                    conn.discard();
+                    Err("query: timed out".into())
+                }
+            }
+        }
+        Err(e) => Err(format!("checkout: {e}")),
+    };
+    (waited, result)
+}
+
 fn pg_target() -> std::net::SocketAddr {
     let url = pg_url();
     let authority = url.split('@').nth(1).unwrap().split('/').next().unwrap();
@@ -324,24 +348,7 @@ async fn postgres_connections_reset_and_refused_for_three_seconds() {
     let t0 = Instant::now();
     let load = Load::start(32, t0, move || {
         let db = db.clone();
-        async move {
-            let started = Instant::now();
-            let checkout = db.checkout().await;
-            let waited = started.elapsed();
-            let result = match checkout {
-                Ok(conn) => match tokio::time::timeout(
-                    Duration::from_secs(2),
-                    conn.simple_query("SELECT 1"),
-                )
-                .await
-                {
-                    Ok(r) => r.map(drop).map_err(|e| format!("query: {e}")),
-                    Err(_) => Err("query: timed out".into()),
-                },
-                Err(e) => Err(format!("checkout: {e}")),
-            };
-            (waited, result)
-        }
+        async move { select_once(&db, Duration::from_secs(2)).await }
     });
     tokio::time::sleep(Duration::from_secs(1)).await;
     let cut_at = t0.elapsed();
@@ -414,29 +421,7 @@ async fn a_blackholed_network_bounds_every_checkout_and_recovers() {
     let t0 = Instant::now();
     let load = Load::start(16, t0, move || {
         let db = db.clone();
-        async move {
-            let started = Instant::now();
-            let checkout = db.checkout().await;
-            let waited = started.elapsed();
-            let result = match checkout {
-                // As a caller should: bound the query itself, and discard a connection
-                // whose exchange did not finish.
-                Ok(conn) => match tokio::time::timeout(
-                    Duration::from_millis(300),
-                    conn.simple_query("SELECT 1"),
-                )
-                .await
-                {
-                    Ok(r) => r.map(drop).map_err(|e| format!("query: {e}")),
-                    Err(_) => {
-                        conn.discard();
-                        Err("query: timed out".into())
-                    }
-                },
-                Err(e) => Err(format!("checkout: {e}")),
-            };
-            (waited, result)
-        }
+        async move { select_once(&db, Duration::from_millis(300)).await }
     });
     tokio::time::sleep(Duration::from_millis(800)).await;
     proxy.blackhole();

@@ -55,7 +55,9 @@ pub use pool::pooled::Pooled;
 pub use pool::stats::{CheckoutCounts, CloseReason, PoolSnapshot};
 pub use pool::status::PoolStatus;
 pub use redact::redact;
-pub use supervisor::{ShutdownReport, Supervisor, SupervisorBuilder, DEFAULT_SHUTDOWN_DEADLINE};
+pub use supervisor::{
+    is_valid_pool_name, ShutdownReport, Supervisor, SupervisorBuilder, DEFAULT_SHUTDOWN_DEADLINE,
+};
 
 /// The bb8 trait every pool's manager implements, re-exported for convenience.
 pub use bb8::ManageConnection;

@@ -31,7 +31,9 @@ use std::time::Duration;
 use figment::providers::{Env, Format, Toml};
 use figment::value::{Dict, Value};
 use figment::Figment;
-use poolvisor_actors::{redact, PoolConfig, StartError, Supervisor, SupervisorBuilder};
+use poolvisor_actors::{
+    is_valid_pool_name, redact, PoolConfig, StartError, Supervisor, SupervisorBuilder,
+};
 use serde::Deserialize;
 
 use crate::backends::{Http, Postgres, Redis};
@@ -229,7 +231,7 @@ impl Config {
         let mut pools = Vec::with_capacity(raw.pools.len());
         for (name, mut table) in raw.pools {
             let key = |field: &str| format!("pools.{name}.{field}");
-            if !valid_name(&name) {
+            if !is_valid_pool_name(&name) {
                 return Err(ConfigError::new(
                     format!("pools.{name}"),
                     "pool names are 1 to 64 characters of [A-Za-z0-9_.-]",
@@ -375,12 +377,4 @@ fn env() -> Env {
             k.starts_with("supervisor__") || k.starts_with("admin__") || k.starts_with("pools__")
         })
         .split("__")
-}
-
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }

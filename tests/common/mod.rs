@@ -87,15 +87,42 @@ pub async fn redis_admin() -> redis::aio::MultiplexedConnection {
         })
 }
 
-/// Clients the server has with this `CLIENT SETNAME`.
-pub async fn redis_count(admin: &mut redis::aio::MultiplexedConnection, name: &str) -> usize {
+/// The ids of the clients the server has with this `CLIENT SETNAME`.
+pub async fn redis_ids(admin: &mut redis::aio::MultiplexedConnection, name: &str) -> Vec<String> {
     let list: String = redis::cmd("CLIENT")
         .arg("LIST")
         .query_async(admin)
         .await
         .expect("CLIENT LIST");
     let needle = format!(" name={name} ");
-    list.lines().filter(|l| l.contains(&needle)).count()
+    list.lines()
+        .filter(|l| l.contains(&needle))
+        .filter_map(|l| {
+            l.split(' ')
+                .find_map(|f| f.strip_prefix("id="))
+                .map(String::from)
+        })
+        .collect()
+}
+
+/// Clients the server has with this `CLIENT SETNAME`.
+pub async fn redis_count(admin: &mut redis::aio::MultiplexedConnection, name: &str) -> usize {
+    redis_ids(admin, name).await.len()
+}
+
+/// Kills (`CLIENT KILL ID`) every client with this `CLIENT SETNAME`; returns how many.
+pub async fn redis_kill_named(admin: &mut redis::aio::MultiplexedConnection, name: &str) -> usize {
+    let ids = redis_ids(admin, name).await;
+    for id in &ids {
+        let _: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("ID")
+            .arg(id)
+            .query_async(admin)
+            .await
+            .expect("CLIENT KILL");
+    }
+    ids.len()
 }
 
 /// A loopback port nothing listens on (bound, then released).

@@ -85,7 +85,13 @@ impl Default for SupervisorBuilder {
     }
 }
 
-fn valid_name(name: &str) -> bool {
+/// Whether `name` is a valid pool name: 1 to 64 characters of `[A-Za-z0-9_.-]`.
+///
+/// ```
+/// assert!(poolvisor_actors::is_valid_pool_name("db-main.v2"));
+/// assert!(!poolvisor_actors::is_valid_pool_name("bad name!"));
+/// ```
+pub fn is_valid_pool_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name
@@ -236,7 +242,7 @@ impl SupervisorBuilder {
     fn validate(&self) -> Result<usize, StartError> {
         let mut seen = std::collections::HashSet::new();
         for p in &self.pools {
-            if !valid_name(&p.name) {
+            if !is_valid_pool_name(&p.name) {
                 return Err(StartError::InvalidName {
                     name: p.name.clone(),
                 });
