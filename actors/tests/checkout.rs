@@ -235,6 +235,37 @@ async fn an_idle_connection_known_broken_is_replaced_before_anyone_gets_it() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_checkout_validates_one_idle_connection_not_all() {
+    let cfg = PoolConfig::default()
+        .max_size(5)
+        .validation(Validation::Always);
+    let (sup, pool, mock) = one_pool(cfg).await;
+    drop(checkout_n(&pool, 5).await);
+    let base = mock.validations();
+    for round in 1..=3 {
+        drop(pool.checkout().await.unwrap());
+        assert_eq!(
+            mock.validations() - base,
+            round,
+            "one validation per checkout"
+        );
+    }
+    // Five callers at once: at most one validation each.
+    let before = mock.validations();
+    let tasks: Vec<_> = (0..5)
+        .map(|_| {
+            let pool = pool.clone();
+            tokio::spawn(async move { pool.checkout().await.map(|c| c.id()) })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert!(mock.validations() - before <= 5);
+    sup.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
 async fn validation_policies() {
     for (policy, expect_after_fresh, expect_after_idle) in [
         (Validation::Always, 1, 2),

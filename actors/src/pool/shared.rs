@@ -283,8 +283,11 @@ impl<M: ManageConnection> PoolShared<M> {
                     st.stats.closed(reason);
                     stale.push(Stale::Closed(conn));
                 } else if self.needs_validation(&conn, now) {
+                    // One validation for this caller; the rest stay idle and are fed to
+                    // waiters one each (`feed_validations`).
                     st.validating += 1;
                     stale.push(Stale::Validate(conn));
+                    break;
                 } else {
                     self.lend(&mut st, &mut conn, now, Duration::ZERO, location);
                     found = Some(conn);
@@ -318,6 +321,7 @@ impl<M: ManageConnection> PoolShared<M> {
                     since: now,
                     location,
                 });
+                self.feed_validations(&mut st, now, &mut stale);
                 // The actor only needs to hear of it if it could open a connection.
                 if !st.nudged && st.open + st.connecting < st.max_size {
                     st.nudged = true;
@@ -340,6 +344,28 @@ impl<M: ManageConnection> PoolShared<M> {
             self.nudge();
         }
         outcome
+    }
+
+    /// Idle connections can sit beside waiters only when they need validation (a checkout
+    /// validates one, not all). Starts validations until there is one per waiter, closing
+    /// any found broken or expired on the way.
+    fn feed_validations(
+        &self,
+        st: &mut State<M::Connection>,
+        now: Instant,
+        stale: &mut Vec<Stale<M::Connection>>,
+    ) {
+        while st.validating < st.waiters.live() {
+            let Some(mut conn) = st.idle.pop() else { break };
+            if conn.expired(now) || self.manager.has_broken(conn.get_mut()) {
+                st.open -= 1;
+                st.stats.closed(CloseReason::Broken);
+                stale.push(Stale::Closed(conn));
+            } else {
+                st.validating += 1;
+                stale.push(Stale::Validate(conn));
+            }
+        }
     }
 
     fn dispose(self: &Arc<Self>, stale: Vec<Stale<M::Connection>>) {
@@ -562,6 +588,7 @@ impl<M: ManageConnection> PoolShared<M> {
                 Ok(Ok(()))
             );
             let now = Instant::now();
+            let mut next = Vec::new();
             let doomed = {
                 let mut st = shared.state.lock();
                 st.validating -= 1;
@@ -572,12 +599,17 @@ impl<M: ManageConnection> PoolShared<M> {
                     st.open -= 1;
                     st.stats.validations_failed += 1;
                     st.stats.closed(CloseReason::Validation);
+                    // Its waiter still waits: try the next idle connection for it.
+                    shared.feed_validations(&mut st, now, &mut next);
                     Some(conn)
                 }
             };
             if let Some(conn) = doomed {
                 drop(conn);
                 shared.after_close();
+            }
+            if !next.is_empty() {
+                shared.dispose(next);
             }
         });
     }
