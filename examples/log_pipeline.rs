@@ -91,9 +91,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         builder = builder.redis("cache", &redis_url, PoolConfig::default().max_size(4));
     }
     let sup = builder.start().await?;
+    let admin_settings = poolvisor::config::AdminSettings {
+        listen: "127.0.0.1:0".parse()?,
+        token: None,
+    };
+    let admin = poolvisor::admin::AdminServer::start(sup.clone(), &admin_settings).await?;
     println!(
-        "supervisor : pools {:?}, global budget 16 connections\n",
+        "supervisor : pools {:?}, global budget 16 connections",
         sup.pool_names()
+    );
+    println!(
+        "admin      : http://{0}/metrics  http://{0}/pools  http://{0}/health (curl them while it runs)\n",
+        admin.addr()
     );
     if pg.is_ok() {
         seed_tenants(&sup).await?;

@@ -7,6 +7,7 @@
 
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod backends;
 pub mod cli;
 pub mod config;

@@ -60,6 +60,26 @@ impl Histogram {
         self.max_ns = self.max_ns.max(ns);
     }
 
+    /// Counts per bucket at these upper bounds (seconds, increasing), the last bucket
+    /// being `+Inf`; each internal bucket goes to the first bound at or above its upper
+    /// edge (so a sample may land one bound high, never low).
+    pub(crate) fn buckets(&self, bounds_s: &[f64]) -> Vec<(f64, u64)> {
+        let mut out: Vec<(f64, u64)> = bounds_s.iter().map(|&b| (b, 0)).collect();
+        out.push((f64::INFINITY, 0));
+        for (idx, &c) in self.counts.iter().enumerate() {
+            if c == 0 {
+                continue;
+            }
+            let upper = upper_bound(idx) as f64 / 1e9;
+            let slot = bounds_s
+                .iter()
+                .position(|&b| upper <= b)
+                .unwrap_or(bounds_s.len());
+            out[slot].1 += c;
+        }
+        out
+    }
+
     fn quantile(&self, q: f64) -> Duration {
         if self.count == 0 {
             return Duration::ZERO;
@@ -123,6 +143,18 @@ mod tests {
             assert_eq!(index(upper_bound(idx)), idx, "idx {idx}");
             assert_eq!(index(upper_bound(idx) + 1), idx + 1, "idx {idx}");
         }
+    }
+
+    #[test]
+    fn buckets_count_every_sample_once() {
+        let mut h = Histogram::default();
+        for us in [50u64, 200, 900, 5_000, 2_000_000] {
+            h.record(Duration::from_micros(us));
+        }
+        let b = h.buckets(&[0.0001, 0.001, 0.01]);
+        assert_eq!(b.iter().map(|x| x.1).sum::<u64>(), 5);
+        assert_eq!(b[0], (0.0001, 1));
+        assert_eq!(b[3], (f64::INFINITY, 1));
     }
 
     #[test]

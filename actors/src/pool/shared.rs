@@ -19,7 +19,7 @@ use tracing::Instrument;
 
 use super::actor::PoolMsg;
 use super::conn::{Closer, Conn};
-use super::stats::{CheckoutCounts, CloseReason, PoolSnapshot, Stats};
+use super::stats::{CheckoutCounts, CloseReason, PoolSnapshot, Stats, LATENCY_BUCKETS};
 use super::status::{Admin, Health, PoolStatus};
 use super::waiters::{Delivery, Waiter, Waiters};
 use crate::budget::{Budget, BudgetListener, Permit};
@@ -657,6 +657,7 @@ impl<M: ManageConnection> PoolShared<M> {
             wait: st.stats.wait.summary(),
             hold: st.stats.hold.summary(),
             last_error: st.last_error.as_deref().map(str::to_owned),
+            wait_buckets: st.stats.wait.buckets(&LATENCY_BUCKETS),
         }
     }
 }

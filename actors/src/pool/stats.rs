@@ -144,4 +144,13 @@ pub struct PoolSnapshot {
     pub hold: LatencySummary,
     /// The last connect error (password removed).
     pub last_error: Option<String>,
+    /// Checkout waits per bucket at [`LATENCY_BUCKETS`] (then `+Inf`), for exposition.
+    #[serde(skip)]
+    pub wait_buckets: Vec<(f64, u64)>,
 }
+
+/// Upper bounds (seconds) of the wait-time buckets in [`PoolSnapshot::wait_buckets`].
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0,
+];
