@@ -96,8 +96,9 @@ fn back_to(
     None
 }
 
-/// The median of the 200 ms rates in `[from, to)`: the steady rate, unmoved by one
-/// unusually fast or slow stretch on a shared 2-core machine.
+/// The median of the 200 ms rates in `[from, to)` (the tests give it 1.6 s before the
+/// fault): the steady rate, unmoved by one unusually fast or slow stretch on a shared
+/// 2-core machine.
 fn steady_rate(samples: &[Sample], from: Duration, to: Duration) -> f64 {
     let mut rates = Vec::new();
     let mut t = from;
@@ -201,6 +202,8 @@ impl RedisServer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_server_killed_and_restarted_under_load() {
     let _serial = SERIAL.lock().await;
+    // Let the previous test's closing backends and tasks finish before measuring.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let port = free_port().await;
     let server = RedisServer::start(port).await;
     let checkout_timeout = Duration::from_secs(2);
@@ -236,7 +239,7 @@ async fn redis_server_killed_and_restarted_under_load() {
             (waited, result)
         }
     });
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let killed_at = t0.elapsed();
     server.kill9().await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -269,7 +272,7 @@ async fn redis_server_killed_and_restarted_under_load() {
             "error without its cause: {e}"
         );
     }
-    let before = steady_rate(&samples, Duration::from_millis(200), killed_at);
+    let before = steady_rate(&samples, Duration::from_millis(400), killed_at);
     let back = back_to(
         &samples,
         restarted_at,
@@ -325,6 +328,8 @@ fn pg_target() -> std::net::SocketAddr {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_connections_reset_and_refused_for_three_seconds() {
     let _serial = SERIAL.lock().await;
+    // Let the previous test's closing backends and tasks finish before measuring.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let proxy = FaultProxy::start(pg_target()).await.unwrap();
     let app = unique_name("pv_rel_pg");
     let url = format!(
@@ -351,7 +356,7 @@ async fn postgres_connections_reset_and_refused_for_three_seconds() {
         let db = db.clone();
         async move { select_once(&db, Duration::from_secs(2)).await }
     });
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let cut_at = t0.elapsed();
     proxy.reset_all();
     proxy.refuse();
@@ -383,7 +388,7 @@ async fn postgres_connections_reset_and_refused_for_three_seconds() {
             "error without its cause: {e}"
         );
     }
-    let before = steady_rate(&samples, Duration::from_millis(200), cut_at);
+    let before = steady_rate(&samples, Duration::from_millis(400), cut_at);
     let back = back_to(
         &samples,
         back_at,
@@ -402,6 +407,8 @@ async fn postgres_connections_reset_and_refused_for_three_seconds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blackholed_network_bounds_every_checkout_and_recovers() {
     let _serial = SERIAL.lock().await;
+    // Let the previous test's closing backends and tasks finish before measuring.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let proxy = FaultProxy::start(pg_target()).await.unwrap();
     let url = format!("postgres://root@{}/test", proxy.addr());
     let checkout_timeout = Duration::from_secs(2);
