@@ -199,21 +199,11 @@ fn main() {
     let cases = [(16, 8), (64, 8), (16, 16), (64, 16)];
     let list = contenders();
     let meds = run_grid("pg_select1", &cases, &list, &settings);
-    println!("\npoolvisor / raw connections (target ≥ 0.95), and against the other pools:");
-    for (c, &(tasks, size)) in cases.iter().enumerate() {
-        let (pv, raw) = (&meds[c][0], &meds[c][4]);
-        if pv.ops_per_s > 0.0 && raw.ops_per_s > 0.0 {
-            println!(
-                "- {tasks} / {size}: {:.2}× raw, {:.2}× bb8, {:.2}× bb8 no test, {:.2}× deadpool; Jain {:.3}, max {:.1} ms",
-                pv.ops_per_s / raw.ops_per_s,
-                pv.ops_per_s / meds[c][1].ops_per_s,
-                pv.ops_per_s / meds[c][2].ops_per_s,
-                pv.ops_per_s / meds[c][3].ops_per_s,
-                pv.jain,
-                pv.max_us / 1e3
-            );
-        }
-    }
+    harness::print_ratios(
+        "poolvisor / raw connections (target ≥ 0.95), and against the other pools:",
+        &cases,
+        &meds,
+    );
     println!("\nnew connection per operation:");
     for tasks in [1, 16] {
         if !settings.wants("unpooled", tasks) && settings.only.is_some() {

@@ -198,21 +198,11 @@ fn main() {
     let cases = [(16, 8), (64, 8), (16, 16), (64, 16)];
     let list = contenders();
     let meds = run_grid("redis_ping", &cases, &list, &settings);
-    println!("\npoolvisor / raw connections (target ≥ 0.95); tail and fairness at 64 / 8 (target Jain ≥ 0.99, max ≤ 50 ms):");
-    for (c, &(tasks, size)) in cases.iter().enumerate() {
-        let (pv, raw) = (&meds[c][0], &meds[c][4]);
-        if pv.ops_per_s > 0.0 && raw.ops_per_s > 0.0 {
-            println!(
-                "- {tasks} / {size}: {:.2}× raw, {:.2}× bb8, {:.2}× bb8 no test, {:.2}× deadpool; Jain {:.3}, max {:.1} ms",
-                pv.ops_per_s / raw.ops_per_s,
-                pv.ops_per_s / meds[c][1].ops_per_s,
-                pv.ops_per_s / meds[c][2].ops_per_s,
-                pv.ops_per_s / meds[c][3].ops_per_s,
-                pv.jain,
-                pv.max_us / 1e3
-            );
-        }
-    }
+    harness::print_ratios(
+        "poolvisor / raw connections (target ≥ 0.95); tail and fairness at 64 / 8 (target Jain ≥ 0.99, max ≤ 50 ms):",
+        &cases,
+        &meds,
+    );
     // The unpooled baseline: a new connection per operation.
     let client = redis::Client::open(url()).unwrap();
     println!("\nnew connection per operation:");

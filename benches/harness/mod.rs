@@ -260,6 +260,26 @@ pub fn run_grid(
     meds
 }
 
+/// Prints poolvisor's ratios to raw connections and to the other pools, for grids whose
+/// contenders are, in order: poolvisor, bb8, bb8 no test, deadpool, raw (1 conn/task).
+pub fn print_ratios(title: &str, cases: &[(usize, usize)], meds: &[Vec<Outcome>]) {
+    println!("\n{title}");
+    for (c, &(tasks, size)) in cases.iter().enumerate() {
+        let (pv, raw) = (&meds[c][0], &meds[c][4]);
+        if pv.ops_per_s > 0.0 && raw.ops_per_s > 0.0 {
+            println!(
+                "- {tasks} / {size}: {:.2}× raw, {:.2}× bb8, {:.2}× bb8 no test, {:.2}× deadpool; Jain {:.3}, max {:.1} ms",
+                pv.ops_per_s / raw.ops_per_s,
+                pv.ops_per_s / meds[c][1].ops_per_s,
+                pv.ops_per_s / meds[c][2].ops_per_s,
+                pv.ops_per_s / meds[c][3].ops_per_s,
+                pv.jain,
+                pv.max_us / 1e3
+            );
+        }
+    }
+}
+
 impl Outcome {
     pub fn none() -> Self {
         Outcome {
