@@ -38,6 +38,15 @@ impl Op for Poolvisor {
 }
 
 #[derive(Clone)]
+struct PoolvisorShared(PoolHandle<Postgres>);
+impl Op for PoolvisorShared {
+    async fn run(&self) {
+        let conn = self.0.checkout_shared().await.expect("checkout");
+        select1(&conn).await;
+    }
+}
+
+#[derive(Clone)]
 struct Bb8(bb8::Pool<PostgresConnectionManager<NoTls>>);
 impl Op for Bb8 {
     async fn run(&self) {
@@ -191,6 +200,24 @@ fn contenders() -> Vec<(&'static str, Contender)> {
                 })
             }),
         ),
+        (
+            "poolvisor shared",
+            Box::new(|tasks, size, s: Settings| {
+                Box::pin(async move {
+                    // Every connection open and in shared use: the same connection count
+                    // as the other pools.
+                    let cfg = PoolConfig::default().max_size(size).min_idle(size);
+                    let sup = Supervisor::builder()
+                        .postgres("db", &url(), cfg)
+                        .start()
+                        .await
+                        .unwrap();
+                    let o = measure(PoolvisorShared(sup.postgres("db").unwrap()), tasks, &s).await;
+                    sup.shutdown().await.unwrap();
+                    o
+                })
+            }),
+        ),
     ]
 }
 
@@ -201,6 +228,11 @@ fn main() {
     let meds = run_grid("pg_select1", &cases, &list, &settings);
     harness::print_ratios(
         "poolvisor / raw connections (target ≥ 0.95), and against the other pools:",
+        &cases,
+        &meds,
+    );
+    harness::print_shared_ratios(
+        "poolvisor checkout_shared / bb8 without its check-out test, same connections (target at 64 tasks ≥ 1.4×):",
         &cases,
         &meds,
     );

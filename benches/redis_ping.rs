@@ -35,6 +35,15 @@ impl Op for Poolvisor {
 }
 
 #[derive(Clone)]
+struct PoolvisorShared(PoolHandle<Redis>);
+impl Op for PoolvisorShared {
+    async fn run(&self) {
+        let conn = self.0.checkout_shared().await.expect("checkout");
+        ping(&mut conn.handle()).await;
+    }
+}
+
+#[derive(Clone)]
 struct Bb8(bb8::Pool<bb8_redis::RedisConnectionManager>);
 impl Op for Bb8 {
     async fn run(&self) {
@@ -190,6 +199,24 @@ fn contenders() -> Vec<(&'static str, Contender)> {
                 })
             }),
         ),
+        (
+            "poolvisor shared",
+            Box::new(|tasks, size, s: Settings| {
+                Box::pin(async move {
+                    // Every connection open and in shared use: the same connection count
+                    // as the other pools.
+                    let cfg = PoolConfig::default().max_size(size).min_idle(size);
+                    let sup = Supervisor::builder()
+                        .redis("r", &url(), cfg)
+                        .start()
+                        .await
+                        .unwrap();
+                    let o = measure(PoolvisorShared(sup.redis("r").unwrap()), tasks, &s).await;
+                    sup.shutdown().await.unwrap();
+                    o
+                })
+            }),
+        ),
     ]
 }
 
@@ -205,6 +232,11 @@ fn main() {
     );
     // The unpooled baseline: a new connection per operation.
     let client = redis::Client::open(url()).unwrap();
+    harness::print_shared_ratios(
+        "poolvisor checkout_shared / bb8 without its check-out test, same connections (target at 64 tasks ≥ 2×):",
+        &cases,
+        &meds,
+    );
     println!("\nnew connection per operation:");
     for tasks in [1, 16] {
         if !settings.wants("unpooled", tasks) && settings.only.is_some() {

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Makes PostgreSQL and Redis available on loopback for the tests, on a fresh Debian
+# Makes PostgreSQL and Redis available on loopback for the tests (and promtool), on a fresh Debian
 # machine or one where they already run. Idempotent, and quick when all is up.
 #   POOLVISOR_PG_URL    default postgres://root@127.0.0.1:5432/test
 #   POOLVISOR_REDIS_URL default redis://127.0.0.1:6379
@@ -61,4 +61,11 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG; then
     || { log "Redis did not start"; exit 1; }
 fi
 
-log "PostgreSQL and Redis are up"
+# promtool, for the test that checks /metrics. Debian ships it in `prometheus`; the
+# server that package would start is not wanted here.
+if ! command -v promtool >/dev/null 2>&1; then
+  need_pkg promtool --no-install-recommends prometheus
+  as_root systemctl disable --now prometheus >/dev/null 2>&1 || true
+fi
+
+log "PostgreSQL and Redis are up; promtool is $(command -v promtool)"

@@ -3,41 +3,13 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::{get, http, post};
 use poolvisor::admin::AdminServer;
 use poolvisor::config::AdminSettings;
 use poolvisor::prelude::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
-/// One raw HTTP/1.1 exchange; returns (status, body).
-async fn http(addr: SocketAddr, request: &str) -> (u16, String) {
-    let mut tcp = TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(request.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut raw)).await;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    (status, body)
-}
-
-async fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    http(
-        addr,
-        &format!("GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"),
-    )
-    .await
-}
+use poolvisor::PoolStatus;
 
 async fn setup(token: Option<&str>) -> (Supervisor, AdminServer, u16) {
     let down = common::free_port().await;
@@ -105,14 +77,27 @@ async fn pools_and_metrics_show_the_state_without_secrets() {
         "# TYPE poolvisor_checkout_wait_seconds histogram",
         "poolvisor_checkout_wait_seconds_bucket{le=\"+Inf\",pool=\"db\"} 3",
         "poolvisor_checkout_wait_seconds_count{pool=\"db\"} 3",
-        "# EOF",
+        "# TYPE poolvisor_checkouts_total counter",
     ] {
         assert!(
             metrics.contains(needle),
             "missing {needle:?} in:\n{metrics}"
         );
     }
-    for text in [&pools, &metrics] {
+    assert!(!metrics.contains("# EOF"), "classic text by default");
+    let (status, openmetrics) = http(
+        admin.addr(),
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: application/openmetrics-text; version=1.0.0\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        openmetrics.contains("# TYPE poolvisor_checkouts counter"),
+        "{openmetrics}"
+    );
+    assert!(openmetrics.trim_end().ends_with("# EOF"), "{openmetrics}");
+    promtool_check_metrics(&metrics);
+    for text in [&pools, &metrics, &openmetrics] {
         assert!(
             !text.contains("ADMINSECRET"),
             "a password in the admin output"
@@ -159,4 +144,212 @@ async fn bad_requests_get_a_4xx_and_the_server_stays_up() {
     // Still serving.
     assert_eq!(get(addr, "/health?pool=db", None).await.0, 200);
     sup.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn events_stream_until_the_supervisor_shuts_down() {
+    let (sup, admin, _) = setup(None).await;
+    let mut sse = common::Sse::open(admin.addr(), None).await;
+    assert_eq!(post(admin.addr(), "/pools/db/pause", "", None).await.0, 200);
+    assert!(
+        sse.read_until("event: paused", Duration::from_secs(5))
+            .await,
+        "{}",
+        sse.text
+    );
+    assert_eq!(
+        post(admin.addr(), "/pools/db/resume", "", None).await.0,
+        200
+    );
+    assert!(
+        sse.read_until("event: resumed", Duration::from_secs(5))
+            .await,
+        "{}",
+        sse.text
+    );
+    sup.shutdown().await.unwrap();
+    assert!(
+        sse.read_to_end(Duration::from_secs(5)).await,
+        "the stream ends with the supervisor"
+    );
+    // Each event: an id, its kind, one line of JSON; in order, without gaps.
+    let events: Vec<(u64, String, serde_json::Value)> = sse
+        .text
+        .split("\n\n")
+        .filter_map(|block| {
+            let mut id = None;
+            let mut kind = None;
+            let mut data = None;
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id: ") {
+                    id = v.trim().parse().ok();
+                } else if let Some(v) = line.strip_prefix("event: ") {
+                    kind = Some(v.trim().to_string());
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    data = serde_json::from_str(v).ok();
+                }
+            }
+            Some((id?, kind?, data?))
+        })
+        .collect();
+    let kinds: Vec<&str> = events.iter().map(|(_, k, _)| k.as_str()).collect();
+    assert_eq!(&kinds[..2], ["paused", "resumed"], "{}", sse.text);
+    assert!(kinds.contains(&"stopped"), "{kinds:?}");
+    for pair in events.windows(2) {
+        assert_eq!(pair[1].0, pair[0].0 + 1, "seq without gaps: {kinds:?}");
+    }
+    for (id, kind, data) in &events {
+        assert_eq!(data["seq"], *id);
+        assert_eq!(data["kind"]["type"], kind.as_str());
+    }
+    assert_eq!(events[0].2["pool"], "db");
+}
+
+#[tokio::test]
+async fn control_routes_pause_resume_resize_and_drain_a_pool() {
+    let token = Some("ops-token");
+    let (sup, admin, _) = setup(token).await;
+    let addr = admin.addr();
+    let db = sup.postgres("db").unwrap();
+    assert_eq!(post(addr, "/pools/db/pause", "", None).await.0, 401);
+
+    let (status, body) = post(addr, "/pools/db/pause", "", token).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, r#"{"pool":"db","state":"paused"}"#)
+    );
+    assert!(matches!(
+        db.checkout().await.unwrap_err(),
+        CheckoutError::Paused { .. }
+    ));
+    assert_eq!(post(addr, "/pools/db/resume", "", token).await.0, 200);
+    db.checkout().await.unwrap();
+
+    let (status, body) = post(addr, "/pools/db/resize", r#"{"max_size": 3}"#, token).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap(),
+        serde_json::json!({"pool": "db", "max_size": 3})
+    );
+    let (_, pools) = get(addr, "/pools", token).await;
+    let pools: serde_json::Value = serde_json::from_str(&pools).unwrap();
+    assert_eq!(pools["pools"][0]["max_size"], 3);
+
+    let held = db.checkout().await.unwrap();
+    let (status, body) = post(addr, "/pools/db/drain", r#"{"deadline": "200ms"}"#, token).await;
+    assert_eq!(status, 200, "{body}");
+    let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(report["still_lent"], 1, "{body}");
+    assert!(matches!(
+        db.checkout().await.unwrap_err(),
+        CheckoutError::Draining { .. }
+    ));
+    drop(held);
+    assert_eq!(post(addr, "/pools/db/resume", "", token).await.0, 200);
+    db.checkout().await.unwrap();
+    sup.shutdown().await.unwrap();
+    // A shut-down supervisor answers, with 503.
+    assert_eq!(post(addr, "/pools/db/pause", "", token).await.0, 503);
+}
+
+#[tokio::test]
+async fn control_routes_refuse_bad_requests_with_a_4xx() {
+    let (sup, admin, _) = setup(None).await;
+    let addr = admin.addr();
+    let cases: Vec<(&str, &str, &str, u16, &str)> = vec![
+        ("GET", "/pools/db/pause", "", 405, "use POST"),
+        ("POST", "/pools/nope/pause", "", 404, "no pool named `nope`"),
+        ("POST", "/pools/db/explode", "", 404, "no such route"),
+        ("POST", "/pools//pause", "", 404, "no pool named"),
+        ("POST", "/events", "", 405, "use GET"),
+        ("POST", "/pools/db/resize", "", 400, "max_size"),
+        (
+            "POST",
+            "/pools/db/resize",
+            "not json",
+            400,
+            "invalid JSON body",
+        ),
+        (
+            "POST",
+            "/pools/db/resize",
+            r#"{"max": 3}"#,
+            400,
+            "unknown field `max`",
+        ),
+        (
+            "POST",
+            "/pools/db/resize",
+            r#"{"max_size": -1}"#,
+            400,
+            "invalid value",
+        ),
+        (
+            "POST",
+            "/pools/db/resize",
+            r#"{"max_size": 0}"#,
+            422,
+            "max_size",
+        ),
+        (
+            "POST",
+            "/pools/db/drain",
+            r#"{"deadline": "soon"}"#,
+            400,
+            "soon",
+        ),
+        (
+            "POST",
+            "/pools/db/drain",
+            r#"{"deadline": "1h"}"#,
+            400,
+            "at most 5m",
+        ),
+    ];
+    for (method, path, body, want, message) in cases {
+        let (status, text) = if method == "GET" {
+            get(addr, path, None).await
+        } else {
+            post(addr, path, body, None).await
+        };
+        assert_eq!(status, want, "{method} {path} {body}: {text}");
+        assert!(text.contains(message), "{method} {path} {body}: {text}");
+    }
+    let big = format!(r#"{{"max_size": 3, "pad": "{}"}}"#, "x".repeat(5000));
+    assert_eq!(post(addr, "/pools/db/resize", &big, None).await.0, 413);
+    // Nothing above changed the pool, and the server still serves.
+    let (_, pools) = get(addr, "/pools", None).await;
+    let pools: serde_json::Value = serde_json::from_str(&pools).unwrap();
+    assert_eq!(
+        pools["pools"][0]["max_size"],
+        PoolConfig::default().max_size
+    );
+    assert_eq!(sup.status("db").unwrap(), PoolStatus::Up);
+    sup.shutdown().await.unwrap();
+}
+
+/// `promtool check metrics` (from Debian's `prometheus` package, which
+/// `scripts/services.sh` installs) must accept `text` without a complaint.
+fn promtool_check_metrics(text: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool on PATH: run scripts/services.sh (it installs Debian's `prometheus`)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

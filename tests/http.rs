@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::saw_event;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -240,6 +240,57 @@ async fn http2_prior_knowledge_multiplexes_on_one_socket() {
         );
     }
     assert_eq!(server.accepted(), 1);
+    sup.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_checkouts_run_side_by_side_on_one_http2_connection() {
+    let server = Server::start(Proto::H2).await;
+    let manager = Http::new(&format!("http://127.0.0.1:{}", server.port))
+        .unwrap()
+        .version(HttpVersion::Http2)
+        .unwrap();
+    let (sup, pool) = start(manager, PoolConfig::default().max_size(1).max_shares(8)).await;
+    let barrier = Arc::new(tokio::sync::Barrier::new(8));
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let (pool, barrier) = (pool.clone(), barrier.clone());
+            tokio::spawn(async move {
+                let conn = pool.checkout_shared().await.unwrap();
+                barrier.wait().await; // all eight hold the one connection now
+                let resp = conn.send_shared(get("/x")).await.unwrap();
+                let body = resp.into_body().collect().await.unwrap().to_bytes();
+                assert_eq!(body.as_ref(), b"hello");
+                conn.id()
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.push(t.await.unwrap());
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1);
+    assert_eq!(server.accepted(), 1);
+    sup.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_http1_connection_refuses_to_be_shared() {
+    let server = Server::start(Proto::H1).await;
+    let manager = Http::new(&format!("http://u:pw@127.0.0.1:{}", server.port)).unwrap();
+    let (sup, pool) = start(manager, PoolConfig::default()).await;
+    let conn = pool.checkout_shared().await.unwrap();
+    let err = conn.send_shared(get("/x")).await.unwrap_err();
+    assert!(matches!(err, HttpError::NotMultiplexed { .. }), "{err}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "http://127.0.0.1:{}: an HTTP/1.1 connection cannot be shared; use checkout()",
+            server.port
+        )
+    );
+    drop(conn);
     sup.shutdown().await.unwrap();
 }
 

@@ -179,3 +179,56 @@ async fn bb8_postgres_manager_plugs_in_unchanged() {
     assert_eq!(pg_count(&pg_admin().await, &app).await, 1);
     sup.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_checkouts_pipeline_concurrent_callers_on_few_server_connections() {
+    let app = unique_name("pv_pg_shared");
+    let sup = Supervisor::builder()
+        .postgres(
+            "db",
+            &pg_url_named(&app),
+            PoolConfig::default().max_size(2).max_shares(8),
+        )
+        .start()
+        .await
+        .unwrap();
+    let db = sup.postgres("db").unwrap();
+    // 16 callers hold a place at the same moment, then each runs its queries.
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(16));
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let (db, barrier) = (db.clone(), barrier.clone());
+            tokio::spawn(async move {
+                let conn = db.checkout_shared().await.unwrap();
+                barrier.wait().await;
+                let mut pids = Vec::new();
+                for _ in 0..10 {
+                    let row = conn
+                        .query_one("SELECT pg_backend_pid()", &[])
+                        .await
+                        .unwrap();
+                    pids.push(row.get::<_, i32>(0));
+                }
+                (conn.id(), pids)
+            })
+        })
+        .collect();
+    let mut conns = std::collections::HashMap::<u64, std::collections::HashSet<i32>>::new();
+    for t in tasks {
+        let (id, pids) = t.await.unwrap();
+        conns.entry(id).or_default().extend(pids);
+    }
+    assert_eq!(conns.len(), 2, "16 callers on 2 connections: {conns:?}");
+    for pids in conns.values() {
+        assert_eq!(
+            pids.len(),
+            1,
+            "each pooled connection is one server backend"
+        );
+    }
+    let admin = pg_admin().await;
+    assert_eq!(pg_count(&admin, &app).await, 2);
+    let snap = db.snapshot();
+    assert_eq!((snap.in_use, snap.sharing, snap.checkouts.ok), (0, 0, 16));
+    sup.shutdown().await.unwrap();
+}

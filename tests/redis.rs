@@ -127,3 +127,58 @@ async fn unreachable_server_is_down_with_the_address_and_comes_back() {
     sup.shutdown().await.unwrap();
     fwd.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_checkouts_multiplex_and_a_killed_connection_is_replaced() {
+    let name = unique_name("pv_redis_shared");
+    let (sup, pool) = named_pool(&name, PoolConfig::default().max_size(1).max_shares(8)).await;
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(8));
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let (pool, barrier) = (pool.clone(), barrier.clone());
+            tokio::spawn(async move {
+                let conn = pool.checkout_shared().await.unwrap();
+                barrier.wait().await;
+                for _ in 0..20 {
+                    let pong: String = redis::cmd("PING")
+                        .query_async(&mut conn.handle())
+                        .await
+                        .unwrap();
+                    assert_eq!(pong, "PONG");
+                }
+                conn.id()
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.push(t.await.unwrap());
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "8 callers on one connection");
+    let mut admin = redis_admin().await;
+    assert_eq!(redis_count(&mut admin, &name).await, 1);
+
+    // The server drops it while two callers share it: their commands fail, it is marked
+    // broken, and it closes when they leave; the next caller gets a new connection.
+    let a = pool.checkout_shared().await.unwrap();
+    let b = pool.checkout_shared().await.unwrap();
+    assert_eq!(redis_kill_named(&mut admin, &name).await, 1);
+    let failed = redis::cmd("PING")
+        .query_async::<String>(&mut a.handle())
+        .await;
+    assert!(failed.is_err());
+    assert!(a.is_broken() && b.is_broken());
+    let old = a.id();
+    drop((a, b));
+    assert_eq!(closes(&pool, CloseReason::Broken), 1);
+    let c = pool.checkout_shared().await.unwrap();
+    assert_ne!(c.id(), old);
+    let pong: String = redis::cmd("PING")
+        .query_async(&mut c.handle())
+        .await
+        .unwrap();
+    assert_eq!(pong, "PONG");
+    drop(c);
+    sup.shutdown().await.unwrap();
+}

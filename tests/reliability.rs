@@ -115,13 +115,17 @@ fn steady_rate(samples: &[Sample], from: Duration, to: Duration) -> f64 {
     }
 }
 
-/// Issue 6 asks for throughput back to 90 % of the pre-fault rate within 2 s. On two
-/// cores shared with the servers the level after recovery moves by ±15 % (fresh backends,
-/// leftovers of earlier tests), so asserting 90 % made CI flaky. What is asserted: the
-/// pool serves again, at half the pre-fault rate at least, within 2 s — no recovery or a
-/// slow one fails. The best 800 ms rate reached within 2 s is printed against the 90 %
-/// target.
-const RECOVERED: f64 = 0.5;
+/// Throughput must be back to 90 % of the pre-fault rate within 2 s of the fault's end.
+///
+/// Each operation holds its connection for [`WORK`] besides its command, as a caller
+/// that does something with a connection does, so that the rate measures the pool's
+/// capacity (connections back in service) rather than how much CPU two cores shared with
+/// the servers happen to give the test: a CPU-bound loop moved ±15 % between 200 ms
+/// windows and made a 90 % assertion flaky.
+const RECOVERED: f64 = 0.9;
+
+/// Work done while holding a connection, per operation.
+const WORK: Duration = Duration::from_millis(5);
 
 fn assert_recovered(samples: &[Sample], before: f64, fault_end: Duration, t0: Instant) {
     let deadline = fault_end + Duration::from_secs(2);
@@ -132,7 +136,7 @@ fn assert_recovered(samples: &[Sample], before: f64, fault_end: Duration, t0: In
         start += Duration::from_millis(50);
     }
     eprintln!(
-        "recovery: {:.0} % of the pre-fault {before:.0}/s within 2 s (target 90 %)",
+        "recovery: best 800 ms within 2 s at {:.0} % of the pre-fault {before:.0}/s",
         100.0 * best / before
     );
     assert!(
@@ -257,11 +261,15 @@ async fn redis_server_killed_and_restarted_under_load() {
             let checkout = pool.checkout().await;
             let waited = started.elapsed();
             let result = match checkout {
-                Ok(mut conn) => redis::cmd("PING")
-                    .query_async::<String>(&mut *conn)
-                    .await
-                    .map(drop)
-                    .map_err(|e| format!("command: {e}")),
+                Ok(mut conn) => {
+                    let result = redis::cmd("PING")
+                        .query_async::<String>(&mut *conn)
+                        .await
+                        .map(drop)
+                        .map_err(|e| format!("command: {e}"));
+                    tokio::time::sleep(WORK).await;
+                    result
+                }
                 Err(e) => Err(format!("checkout: {e}")),
             };
             (waited, result)
@@ -305,8 +313,8 @@ async fn redis_server_killed_and_restarted_under_load() {
     sup.shutdown().await.unwrap();
 }
 
-/// One checkout and `SELECT 1`, as a careful caller writes it: the query bounded by
-/// `query_timeout`, and a connection whose exchange did not finish discarded.
+/// One checkout, `SELECT 1` and [`WORK`], as a careful caller writes it: the query
+/// bounded by `query_timeout`, and a connection whose exchange did not finish discarded.
 async fn select_once(
     db: &PoolHandle<poolvisor::backends::Postgres>,
     query_timeout: Duration,
@@ -317,7 +325,10 @@ async fn select_once(
     let result = match checkout {
         Ok(conn) => {
             match tokio::time::timeout(query_timeout, conn.simple_query("SELECT 1")).await {
-                Ok(r) => r.map(drop).map_err(|e| format!("query: {e}")),
+                Ok(r) => {
+                    tokio::time::sleep(WORK).await;
+                    r.map(drop).map_err(|e| format!("query: {e}"))
+                }
                 Err(_) => {
                     conn.discard();
                     Err("query: timed out".into())
@@ -329,26 +340,12 @@ async fn select_once(
     (waited, result)
 }
 
-fn pg_target() -> std::net::SocketAddr {
-    let url = pg_url();
-    let authority = url.split('@').nth(1).unwrap().split('/').next().unwrap();
-    let authority = if authority.contains(':') {
-        authority.to_string()
-    } else {
-        format!("{authority}:5432")
-    };
-    authority
-        .replace("localhost", "127.0.0.1")
-        .parse()
-        .expect("PostgreSQL on a loopback address")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_connections_reset_and_refused_for_three_seconds() {
     let _serial = SERIAL.lock().await;
     // Let the previous test's closing backends and tasks finish before measuring.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let proxy = FaultProxy::start(pg_target()).await.unwrap();
+    let proxy = FaultProxy::start(pg_addr()).await.unwrap();
     let app = unique_name("pv_rel_pg");
     let url = format!(
         "postgres://root@{}/test?application_name={app}",
@@ -417,7 +414,7 @@ async fn a_blackholed_network_bounds_every_checkout_and_recovers() {
     let _serial = SERIAL.lock().await;
     // Let the previous test's closing backends and tasks finish before measuring.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let proxy = FaultProxy::start(pg_target()).await.unwrap();
+    let proxy = FaultProxy::start(pg_addr()).await.unwrap();
     let url = format!("postgres://root@{}/test", proxy.addr());
     let checkout_timeout = Duration::from_secs(2);
     let sup = Supervisor::builder()

@@ -1,6 +1,7 @@
 //! Secrets: with a sentinel password in every URL, nothing the library shows — errors,
-//! `Debug` output, metrics, events, tracing logs at every level — contains it. (The admin
-//! endpoint and the CLI land with their issue and join this test then.)
+//! `Debug` output, metrics, events, tracing logs at every level, and the admin endpoint's
+//! `/pools`, `/metrics` and `/events` — contains it. (The CLI's output is checked in
+//! `tests/cli.rs`.)
 
 mod common;
 
@@ -9,7 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
+use poolvisor::admin::AdminServer;
+use poolvisor::config::AdminSettings;
 use poolvisor::prelude::*;
+use poolvisor::testing::FaultProxy;
 
 const SENTINEL: &str = "S3NT1NEL-pw-4c1d";
 
@@ -69,8 +73,16 @@ async fn a_sentinel_password_appears_nowhere() {
         "redis://:{SENTINEL}@{}",
         redis_url().trim_start_matches("redis://")
     );
+    // A pool that is Up, then loses its server while `/events` is open.
+    let proxy = FaultProxy::start(pg_addr()).await.unwrap();
+    let pg_flaky = format!(
+        "postgres://root:{SENTINEL}@{}/{}",
+        proxy.addr(),
+        pg_ok.rsplit('/').next().unwrap()
+    );
     let sup = Supervisor::builder()
         .postgres("pg", &pg_ok, PoolConfig::default())
+        .postgres("pg_flaky", &pg_flaky, PoolConfig::default())
         .postgres(
             "pg_down",
             &format!("postgres://root:{SENTINEL}@127.0.0.1:{closed}/test"),
@@ -91,6 +103,40 @@ async fn a_sentinel_password_appears_nowhere() {
         .await
         .unwrap();
     let mut events = sup.subscribe();
+    let admin = AdminServer::start(
+        sup.clone(),
+        &AdminSettings {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            token: None,
+        },
+    )
+    .await
+    .unwrap();
+    let mut sse = Sse::open(admin.addr(), None).await;
+    proxy.refuse();
+    proxy.reset_all();
+    let flaky = sup.postgres("pg_flaky").unwrap();
+    // Use the pool until it notices: the reset connection fails its query, and
+    // reconnects are refused.
+    for _ in 0..50 {
+        match flaky.checkout().await {
+            Ok(conn) => {
+                if let Err(e) = conn.simple_query("SELECT 1").await {
+                    seen.push(format!("{e} {e:?}"));
+                }
+            }
+            Err(e) => seen.push(format!("{e} {e:?}")),
+        }
+        if sup.status("pg_flaky").unwrap() == poolvisor::PoolStatus::Down {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        sse.read_until("event: down", Duration::from_secs(10)).await,
+        "pg_flaky went Down while /events was open: {}",
+        sse.text
+    );
     seen.push(format!("{sup:?}"));
     let pg = sup.postgres("pg").unwrap();
     seen.push(format!("{pg:?}"));
@@ -119,7 +165,18 @@ async fn a_sentinel_password_appears_nowhere() {
     let snap = sup.metrics().await.unwrap();
     seen.push(format!("{snap:?}"));
     seen.push(serde_json::to_string(&snap).unwrap());
+    for path in ["/pools", "/metrics", "/health"] {
+        let (status, body) = get(admin.addr(), path, None).await;
+        assert!(status == 200 || status == 503, "{path}: {status}");
+        seen.push(body);
+    }
     sup.shutdown().await.unwrap();
+    assert!(sse.read_to_end(Duration::from_secs(5)).await);
+    assert!(
+        sse.text.contains("127.0.0.1"),
+        "the stream names its servers"
+    );
+    seen.push(sse.text.clone());
     while let Ok(e) = events.recv().await {
         seen.push(format!("{e:?}"));
         seen.push(serde_json::to_string(&e).unwrap());

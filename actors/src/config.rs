@@ -72,6 +72,8 @@ pub struct PoolConfig {
     pub max_waiters: usize,
     /// Consecutive connect failures after which the pool is Down.
     pub down_after_failures: u32,
+    /// Most callers one connection serves at once through `checkout_shared`.
+    pub max_shares: usize,
 }
 
 impl Default for PoolConfig {
@@ -89,6 +91,7 @@ impl Default for PoolConfig {
             reserve: 0,
             max_waiters: 10_000,
             down_after_failures: 3,
+            max_shares: 16,
         }
     }
 }
@@ -125,6 +128,8 @@ impl PoolConfig {
         max_waiters: usize,
         /// Sets `down_after_failures`.
         down_after_failures: u32,
+        /// Sets `max_shares`.
+        max_shares: usize,
     }
 
     /// Checks the values on their own; the supervisor checks them against each other pool.
@@ -157,6 +162,9 @@ impl PoolConfig {
         }
         if self.max_waiters == 0 {
             return err("max_waiters", "must be at least 1".into());
+        }
+        if self.max_shares == 0 {
+            return err("max_shares", "must be at least 1".into());
         }
         if self.down_after_failures == 0 {
             return err("down_after_failures", "must be at least 1".into());
@@ -208,6 +216,7 @@ mod tests {
             (PoolConfig::default().max_size(2).min_idle(3), "min_idle"),
             (PoolConfig::default().max_size(2).reserve(3), "reserve"),
             (PoolConfig::default().max_waiters(0), "max_waiters"),
+            (PoolConfig::default().max_shares(0), "max_shares"),
             (
                 PoolConfig::default().checkout_timeout(Duration::ZERO),
                 "checkout_timeout",

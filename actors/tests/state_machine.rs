@@ -1,25 +1,29 @@
-//! A state-machine test: random sequences of checkouts, returns, discards, broken
-//! returns, dropped pending checkouts, panics while holding, time passing (timeouts),
-//! resizes, server kills and pool restarts, on two pools under one budget, against a
-//! reference model of what callers hold. After every step: what is lent is exactly what
-//! callers hold, no connection is held twice, idle connections never push a pool above
-//! `max_size`, and the connections that exist never exceed the budget. Once quiet, every
-//! connection is accounted for. Failing sequences shrink to a minimal case.
+//! A state-machine test: random sequences of checkouts (exclusive and shared), returns,
+//! discards, broken returns, dropped pending checkouts, panics while holding, time passing
+//! (timeouts), resizes, server kills and pool restarts, on two pools under one budget,
+//! against a reference model of what callers hold. After every step: what is lent is
+//! exactly what callers hold, no connection is held exclusively twice or both exclusively
+//! and shared, no connection has more than `max_shares` callers, idle connections never
+//! push a pool above `max_size`, and the connections that exist never exceed the budget.
+//! Once quiet, every connection is accounted for. Failing sequences shrink to a minimal
+//! case.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use poolvisor_actors::testing::{crash_pool, MockManager};
-use poolvisor_actors::{CheckoutError, PoolConfig, PoolHandle, Pooled, Supervisor};
+use poolvisor_actors::{CheckoutError, PoolConfig, PoolHandle, Pooled, Shared, Supervisor};
 use proptest::prelude::*;
 use tokio::task::JoinHandle;
 
 const BUDGET: usize = 5;
 const POOLS: usize = 2;
+const MAX_SHARES: usize = 2;
 
 #[derive(Debug, Clone)]
 enum Op {
     Checkout(usize),
+    CheckoutShared(usize),
     Return(usize),
     Discard(usize),
     ReturnBroken(usize),
@@ -33,7 +37,8 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        6 => (0..POOLS).prop_map(Op::Checkout),
+        4 => (0..POOLS).prop_map(Op::Checkout),
+        3 => (0..POOLS).prop_map(Op::CheckoutShared),
         3 => any::<usize>().prop_map(Op::Return),
         1 => any::<usize>().prop_map(Op::Discard),
         1 => any::<usize>().prop_map(Op::ReturnBroken),
@@ -46,14 +51,36 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// What a caller holds: a connection of its own, or a place on a shared one.
+enum Lease {
+    Own(Pooled<MockManager>),
+    Share(Shared<MockManager>),
+}
+
+impl Lease {
+    fn discard(self) {
+        match self {
+            Lease::Own(c) => c.discard(),
+            Lease::Share(s) => s.discard(),
+        }
+    }
+
+    fn mark_broken(&self) {
+        match self {
+            Lease::Own(c) => c.mark_broken(),
+            Lease::Share(s) => s.mark_broken(),
+        }
+    }
+}
+
 struct Held {
     pool: usize,
-    conn: Pooled<MockManager>,
+    conn: Lease,
 }
 
 struct Pending {
     pool: usize,
-    task: JoinHandle<Result<Pooled<MockManager>, CheckoutError>>,
+    task: JoinHandle<Result<Lease, CheckoutError>>,
 }
 
 struct World {
@@ -80,6 +107,7 @@ impl World {
             let cfg = PoolConfig::default()
                 .max_size(3)
                 .checkout_timeout(Duration::from_millis(300))
+                .max_shares(MAX_SHARES)
                 .reserve(1);
             b = b.pool(format!("p{i}"), m.clone(), cfg);
         }
@@ -118,7 +146,13 @@ impl World {
         match *op {
             Op::Checkout(p) => {
                 let pool = self.pools[p].clone();
-                let task = tokio::spawn(async move { pool.checkout().await });
+                let task = tokio::spawn(async move { pool.checkout().await.map(Lease::Own) });
+                self.pending.push(Pending { pool: p, task });
+            }
+            Op::CheckoutShared(p) => {
+                let pool = self.pools[p].clone();
+                let task =
+                    tokio::spawn(async move { pool.checkout_shared().await.map(Lease::Share) });
                 self.pending.push(Pending { pool: p, task });
             }
             Op::Return(i) if !self.held.is_empty() => {
@@ -162,20 +196,37 @@ impl World {
 
     fn check(&self, step: usize, op: &Op) {
         let ctx = || format!("after step {step} ({op:?})");
-        let mut ids = HashSet::new();
+        let mut own = HashSet::new();
+        let mut shared: HashMap<(usize, u64), usize> = HashMap::new();
         for h in &self.held {
+            match &h.conn {
+                Lease::Own(c) => assert!(
+                    own.insert((h.pool, c.id())),
+                    "connection {} of p{} held twice, {}",
+                    c.id(),
+                    h.pool,
+                    ctx()
+                ),
+                Lease::Share(s) => *shared.entry((h.pool, s.id())).or_default() += 1,
+            }
+        }
+        for (&(pool, id), &callers) in &shared {
             assert!(
-                ids.insert((h.pool, h.conn.id())),
-                "connection {} of p{} held twice, {}",
-                h.conn.id(),
-                h.pool,
+                !own.contains(&(pool, id)),
+                "connection {id} of p{pool} held exclusively and shared, {}",
+                ctx()
+            );
+            assert!(
+                callers <= MAX_SHARES,
+                "connection {id} of p{pool} shared by {callers}, {}",
                 ctx()
             );
         }
         let mut live = 0;
         for (i, pool) in self.pools.iter().enumerate() {
             let s = pool.snapshot();
-            let held = self.held.iter().filter(|h| h.pool == i).count();
+            let held = own.iter().filter(|(p, _)| *p == i).count()
+                + shared.keys().filter(|(p, _)| *p == i).count();
             assert_eq!(
                 s.in_use,
                 held,
@@ -183,6 +234,12 @@ impl World {
                 s.in_use,
                 ctx()
             );
+            let sharing: usize = shared
+                .iter()
+                .filter(|((p, _), _)| *p == i)
+                .map(|(_, n)| n)
+                .sum();
+            assert_eq!(s.sharing, sharing, "p{i}: {}", ctx());
             assert!(
                 s.open <= s.max_size.max(s.in_use),
                 "p{i}: open {} above max_size {} with {} lent, {}",

@@ -1,4 +1,5 @@
-//! Prometheus exposition of a metrics snapshot, through prometheus-client.
+//! Prometheus exposition of a metrics snapshot, through prometheus-client: OpenMetrics
+//! for scrapers that ask for it, the classic text format (0.0.4) for everyone else.
 
 use poolvisor_actors::{MetricsSnapshot, PoolStatus};
 use prometheus_client::collector::Collector;
@@ -6,12 +7,50 @@ use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
-/// The snapshot as Prometheus text (OpenMetrics).
-pub fn prometheus_text(snapshot: &MetricsSnapshot) -> String {
+/// The OpenMetrics content type.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The classic Prometheus text format's content type.
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The snapshot in OpenMetrics text, as Prometheus scrapes it.
+pub fn openmetrics_text(snapshot: &MetricsSnapshot) -> String {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Snapshot(snapshot.clone())));
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &registry).expect("writing to a String");
+    out
+}
+
+/// The snapshot in the classic Prometheus text format (what `curl`, `promtool check
+/// metrics` and older scrapers read): OpenMetrics without `# UNIT` and `# EOF`, and with
+/// counter families named by their `_total` samples.
+pub fn prometheus_text(snapshot: &MetricsSnapshot) -> String {
+    let open = openmetrics_text(snapshot);
+    let counters: Vec<&str> = open
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(open.len());
+    for line in open.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let family = line
+            .strip_prefix("# HELP ")
+            .or_else(|| line.strip_prefix("# TYPE "))
+            .and_then(|rest| rest.split(' ').next());
+        match family {
+            Some(name) if counters.contains(&name) => {
+                let (head, tail) = line.split_at(7 + name.len());
+                out.push_str(head);
+                out.push_str("_total");
+                out.push_str(tail);
+            }
+            _ => out.push_str(line),
+        }
+        out.push('\n');
+    }
     out
 }
 

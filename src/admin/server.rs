@@ -1,24 +1,30 @@
-//! The admin endpoint's server and routes.
+//! The admin endpoint's server and its routing table.
 
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, WWW_AUTHENTICATE};
 use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use poolvisor_actors::{PoolStatus, Supervisor};
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
-use super::exposition::prometheus_text;
+use super::control;
+use super::events;
+use super::exposition::{
+    openmetrics_text, prometheus_text, OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE,
+};
+use super::response::{error, json, respond, AdminResponse};
 use crate::config::AdminSettings;
 
-/// A running admin endpoint; stops when dropped.
+/// A running admin endpoint; stops accepting when dropped. Open `/events` streams end
+/// when the supervisor shuts down.
 #[derive(Debug)]
 pub struct AdminServer {
     addr: SocketAddr,
@@ -33,24 +39,40 @@ impl Drop for AdminServer {
 
 impl AdminServer {
     /// Serves `sup` on `settings.listen` (loopback by default).
+    ///
+    /// ```no_run
+    /// # async fn f(sup: poolvisor::Supervisor) -> std::io::Result<()> {
+    /// use poolvisor::admin::AdminServer;
+    /// use poolvisor::config::AdminSettings;
+    ///
+    /// let admin = AdminServer::start(sup, &AdminSettings::default()).await?;
+    /// println!("metrics on http://{}/metrics", admin.addr());
+    /// # Ok(()) }
+    /// ```
     pub async fn start(sup: Supervisor, settings: &AdminSettings) -> io::Result<AdminServer> {
         let listener = TcpListener::bind(settings.listen).await?;
         let addr = listener.local_addr()?;
         let token = settings.token.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let (sup, token) = (sup.clone(), token.clone());
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req| {
+        let task =
+            tokio::spawn(
+                async move {
+                    while let Ok((tcp, _)) = listener.accept().await {
                         let (sup, token) = (sup.clone(), token.clone());
-                        async move { Ok::<_, Infallible>(route(&sup, token.as_deref(), req).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tcp), svc)
-                        .await;
-                });
-            }
-        });
+                        tokio::spawn(async move {
+                            let svc = service_fn(move |req| {
+                                let (sup, token) = (sup.clone(), token.clone());
+                                async move {
+                                    Ok::<_, Infallible>(route(&sup, token.as_deref(), req).await)
+                                }
+                            });
+                            let _ = hyper::server::conn::http1::Builder::new()
+                                .serve_connection(TokioIo::new(tcp), svc)
+                                .await;
+                        });
+                    }
+                }
+                .instrument(tracing::info_span!("admin", %addr)),
+            );
         Ok(AdminServer { addr, task })
     }
 
@@ -60,23 +82,7 @@ impl AdminServer {
     }
 }
 
-fn respond(
-    status: StatusCode,
-    content_type: &'static str,
-    body: impl Into<Bytes>,
-) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(body.into()));
-    *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    resp
-}
-
-fn json(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {
-    respond(status, "application/json", value.to_string())
-}
-
-fn authorized(token: Option<&str>, req: &Request<hyper::body::Incoming>) -> bool {
+fn authorized(token: Option<&str>, req: &Request<Incoming>) -> bool {
     let Some(expected) = token else { return true };
     let given = req
         .headers()
@@ -87,68 +93,106 @@ fn authorized(token: Option<&str>, req: &Request<hyper::body::Incoming>) -> bool
     bool::from(given.as_bytes().ct_eq(expected.as_bytes()))
 }
 
-async fn route(
-    sup: &Supervisor,
-    token: Option<&str>,
-    req: Request<hyper::body::Incoming>,
-) -> Response<Full<Bytes>> {
+/// What a request asks for, once its path is understood.
+enum Route<'a> {
+    Health,
+    Pools,
+    Metrics,
+    Events,
+    Control { pool: &'a str, action: &'a str },
+}
+
+impl Route<'_> {
+    fn parse(path: &str) -> Option<Route<'_>> {
+        Some(match path {
+            "/health" => Route::Health,
+            "/pools" => Route::Pools,
+            "/metrics" => Route::Metrics,
+            "/events" => Route::Events,
+            _ => {
+                let (pool, action) = path.strip_prefix("/pools/")?.split_once('/')?;
+                if !control::ACTIONS.contains(&action) {
+                    return None;
+                }
+                Route::Control { pool, action }
+            }
+        })
+    }
+
+    fn method(&self) -> Method {
+        match self {
+            Route::Control { .. } => Method::POST,
+            _ => Method::GET,
+        }
+    }
+}
+
+async fn route(sup: &Supervisor, token: Option<&str>, req: Request<Incoming>) -> AdminResponse {
     let path = req.uri().path().to_string();
-    let known = matches!(path.as_str(), "/health" | "/pools" | "/metrics");
-    if !known {
-        return json(
-            StatusCode::NOT_FOUND,
-            &serde_json::json!({"error": "no such route"}),
-        );
-    }
-    if req.method() != Method::GET {
-        return json(
+    let Some(route) = Route::parse(&path) else {
+        return error(StatusCode::NOT_FOUND, "no such route");
+    };
+    if req.method() != route.method() {
+        return error(
             StatusCode::METHOD_NOT_ALLOWED,
-            &serde_json::json!({"error": "use GET"}),
+            format!("use {}", route.method()),
         );
     }
-    if path == "/health" {
+    if let Route::Health = route {
         return health(sup, req.uri().query());
     }
     if !authorized(token, &req) {
-        let mut resp = json(
-            StatusCode::UNAUTHORIZED,
-            &serde_json::json!({"error": "bearer token required"}),
-        );
+        let mut resp = error(StatusCode::UNAUTHORIZED, "bearer token required");
         resp.headers_mut()
             .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return resp;
     }
-    let snapshot = match sup.metrics().await {
-        Ok(s) => s,
-        Err(e) => {
-            return json(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &serde_json::json!({"error": e.to_string()}),
-            )
+    let wants_openmetrics = req
+        .headers()
+        .get(ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/openmetrics-text"));
+    match route {
+        Route::Events => events::stream(sup.subscribe()),
+        Route::Control { pool, action } => {
+            let span = tracing::info_span!("admin_control", pool, action);
+            control::run(sup, pool, action, req.into_body())
+                .instrument(span)
+                .await
         }
-    };
-    match path.as_str() {
-        "/pools" => json(
-            StatusCode::OK,
-            &serde_json::to_value(&snapshot).unwrap_or_default(),
-        ),
-        _ => respond(
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            prometheus_text(&snapshot),
-        ),
+        _ => {
+            let snapshot = match sup.metrics().await {
+                Ok(s) => s,
+                Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e),
+            };
+            if let Route::Pools = route {
+                json(
+                    StatusCode::OK,
+                    &serde_json::to_value(&snapshot).unwrap_or_default(),
+                )
+            } else if wants_openmetrics {
+                respond(
+                    StatusCode::OK,
+                    OPENMETRICS_CONTENT_TYPE,
+                    openmetrics_text(&snapshot),
+                )
+            } else {
+                respond(
+                    StatusCode::OK,
+                    TEXT_CONTENT_TYPE,
+                    prometheus_text(&snapshot),
+                )
+            }
+        }
     }
 }
 
 /// 200 when every pool (or `?pool=NAME`) is Up; 503 naming those that are not.
-fn health(sup: &Supervisor, query: Option<&str>) -> Response<Full<Bytes>> {
+fn health(sup: &Supervisor, query: Option<&str>) -> AdminResponse {
     let wanted: Vec<String> = match query.and_then(|q| q.strip_prefix("pool=")) {
         Some(name) => {
             if sup.status(name).is_err() {
-                return json(
-                    StatusCode::NOT_FOUND,
-                    &serde_json::json!({"error": "no such pool"}),
-                );
+                return error(StatusCode::NOT_FOUND, "no such pool");
             }
             vec![name.to_string()]
         }

@@ -201,16 +201,48 @@ impl HttpConnection {
             }
             Sender::H2(s) => {
                 s.ready().await?;
-                *req.uri_mut() = Uri::builder()
-                    .scheme(self.scheme.clone())
-                    .authority(self.authority.clone())
-                    .path_and_query(path)
-                    .build()
-                    .expect("valid parts");
+                *req.uri_mut() = absolute(&self.scheme, &self.authority, path);
                 s.send_request(req).await
             }
         }
     }
+
+    /// Sends a request from a shared reference, for callers of `checkout_shared`: an
+    /// HTTP/2 connection runs it on a stream of its own, beside the other callers'. An
+    /// HTTP/1.1 connection cannot; it answers [`HttpError::NotMultiplexed`] (share only
+    /// pools whose upstream speaks HTTP/2).
+    pub async fn send_shared(
+        &self,
+        mut req: Request<Full<Bytes>>,
+    ) -> Result<Response<hyper::body::Incoming>, HttpError> {
+        let target = || format!("{}://{}", self.scheme, self.authority);
+        let Sender::H2(sender) = &self.sender else {
+            return Err(HttpError::NotMultiplexed { target: target() });
+        };
+        let path = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| "/".parse().expect("valid path"));
+        *req.uri_mut() = absolute(&self.scheme, &self.authority, path);
+        let mut sender = sender.clone();
+        let failed = |source| HttpError::Request {
+            target: target(),
+            source,
+        };
+        sender.ready().await.map_err(failed)?;
+        sender.send_request(req).await.map_err(failed)
+    }
+}
+
+/// `path` on the upstream: what an HTTP/2 request carries.
+fn absolute(scheme: &Scheme, authority: &Authority, path: hyper::http::uri::PathAndQuery) -> Uri {
+    Uri::builder()
+        .scheme(scheme.clone())
+        .authority(authority.clone())
+        .path_and_query(path)
+        .build()
+        .expect("valid parts")
 }
 
 impl ManageConnection for Http {
@@ -315,6 +347,12 @@ pub enum HttpError {
         target: String,
         /// hyper's error.
         source: hyper::Error,
+    },
+    /// `send_shared` on an HTTP/1.1 connection, which serves one request at a time.
+    #[error("{target}: an HTTP/1.1 connection cannot be shared; use checkout()")]
+    NotMultiplexed {
+        /// The upstream.
+        target: String,
     },
     /// The whole exchange (checkout, request, body) took longer than its timeout.
     #[error("{target}: no complete response within {timeout:?}")]

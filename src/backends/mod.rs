@@ -11,5 +11,5 @@ mod shortcuts;
 pub use self::error::BackendError;
 pub use self::http::{Http, HttpConnection, HttpError, HttpPoolExt, HttpVersion};
 pub use self::postgres::{PgConnection, Postgres};
-pub use self::redis::{Redis, RedisConnection};
+pub use self::redis::{Redis, RedisConnection, RedisHandle};
 pub use self::shortcuts::{BuilderBackends, SupervisorBackends};

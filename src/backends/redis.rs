@@ -1,8 +1,8 @@
 //! Redis pools: bb8-redis's manager (a `MultiplexedConnection` per pooled connection),
 //! wrapped so that a connection whose socket died is known to be broken when it returns.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-
 use std::time::Duration;
 
 use bb8::ManageConnection;
@@ -71,33 +71,52 @@ impl Redis {
 /// A pooled Redis connection. Use it wherever redis-rs takes an async connection
 /// (`cmd.query_async(&mut *conn)`); a command that fails because the connection dropped
 /// marks it broken, and the pool closes it instead of lending it again.
+///
+/// Through `checkout_shared`, where callers get `&RedisConnection`, run commands on
+/// [`handle()`](Self::handle): `cmd.query_async(&mut conn.handle())`.
 pub struct RedisConnection {
-    conn: MultiplexedConnection,
-    broken: bool,
+    handle: RedisHandle,
 }
 
 impl RedisConnection {
     /// The multiplexed connection underneath (errors through it are not tracked).
     pub fn multiplexed(&mut self) -> &mut MultiplexedConnection {
-        &mut self.conn
+        &mut self.handle.conn
     }
 
     /// Whether a command saw the connection drop.
     pub fn is_broken(&self) -> bool {
-        self.broken
+        self.handle.broken.load(Ordering::Relaxed)
     }
 
-    fn track<T>(&mut self, result: Result<T, RedisError>) -> Result<T, RedisError> {
+    /// A handle that sends commands on this connection from a shared reference, for
+    /// callers of `checkout_shared`. Cheap: it clones the multiplexed connection's
+    /// sender. A dropped connection seen through it marks this connection broken.
+    pub fn handle(&self) -> RedisHandle {
+        self.handle.clone()
+    }
+}
+
+/// Commands on a pooled Redis connection, from [`RedisConnection::handle`]. Use it only
+/// while the connection is checked out.
+#[derive(Clone)]
+pub struct RedisHandle {
+    conn: MultiplexedConnection,
+    broken: Arc<AtomicBool>,
+}
+
+impl RedisHandle {
+    fn track<T>(&self, result: Result<T, RedisError>) -> Result<T, RedisError> {
         if let Err(e) = &result {
             if e.is_connection_dropped() || e.is_io_error() || e.is_unrecoverable_error() {
-                self.broken = true;
+                self.broken.store(true, Ordering::Relaxed);
             }
         }
         result
     }
 }
 
-impl ConnectionLike for RedisConnection {
+impl ConnectionLike for RedisHandle {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
             let result = self.conn.req_packed_command(cmd).await;
@@ -122,6 +141,25 @@ impl ConnectionLike for RedisConnection {
     }
 }
 
+impl ConnectionLike for RedisConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        self.handle.req_packed_command(cmd)
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        self.handle.req_packed_commands(pipeline, offset, count)
+    }
+
+    fn get_db(&self) -> i64 {
+        self.handle.get_db()
+    }
+}
+
 impl ManageConnection for Redis {
     type Connection = RedisConnection;
     type Error = BackendError;
@@ -130,8 +168,10 @@ impl ManageConnection for Redis {
         let err = |e| BackendError::server(&self.target, e);
         let conn = self.inner.connect().await.map_err(err)?;
         let mut conn = RedisConnection {
-            conn,
-            broken: false,
+            handle: RedisHandle {
+                conn,
+                broken: Arc::new(AtomicBool::new(false)),
+            },
         };
         if let Some(name) = &self.client_name {
             redis::cmd("CLIENT")
@@ -160,7 +200,7 @@ impl ManageConnection for Redis {
     }
 
     fn has_broken(&self, conn: &mut RedisConnection) -> bool {
-        conn.broken
+        conn.is_broken()
     }
 }
 
@@ -169,13 +209,14 @@ impl GracefulClose for Redis {
     /// the server unlinks a client before it closes its socket, so by then `CLIENT LIST`
     /// no longer has it. Bounded here and by the pool's `connect_timeout`.
     async fn close(&self, mut conn: RedisConnection) {
-        if conn.broken {
+        if conn.is_broken() {
             return; // the server already dropped it
         }
-        let _ = redis::cmd("QUIT").query_async::<()>(&mut conn.conn).await;
+        let conn = conn.multiplexed();
+        let _ = redis::cmd("QUIT").query_async::<()>(conn).await;
         for _ in 0..100 {
             if redis::cmd("PING")
-                .query_async::<String>(&mut conn.conn)
+                .query_async::<String>(conn)
                 .await
                 .is_err()
             {

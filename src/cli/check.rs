@@ -29,19 +29,10 @@ pub struct CheckRow {
 pub async fn check(config: &Config) -> Vec<CheckRow> {
     let mut rows = Vec::with_capacity(config.pools.len());
     for entry in &config.pools {
-        let (backend, address) = match entry.kind {
-            BackendKind::Postgres => (
-                "postgres",
-                Postgres::from_url(&entry.url).map(|m| m.target().to_string()),
-            ),
-            BackendKind::Redis => (
-                "redis",
-                Redis::from_url(&entry.url).map(|m| m.target().to_string()),
-            ),
-            BackendKind::Http => (
-                "http",
-                Http::new(&entry.url).map(|m| m.target().to_string()),
-            ),
+        let address = match entry.kind {
+            BackendKind::Postgres => Postgres::from_url(&entry.url).map(|m| m.target().to_string()),
+            BackendKind::Redis => Redis::from_url(&entry.url).map(|m| m.target().to_string()),
+            BackendKind::Http => Http::new(&entry.url).map(|m| m.target().to_string()),
         };
         let address = address.unwrap_or_else(|_| redact(&entry.url));
         let single = Config {
@@ -73,7 +64,7 @@ pub async fn check(config: &Config) -> Vec<CheckRow> {
         };
         rows.push(CheckRow {
             pool: entry.name.clone(),
-            backend,
+            backend: entry.kind.as_str(),
             address,
             connect_time,
             status,

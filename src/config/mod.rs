@@ -84,6 +84,17 @@ pub enum BackendKind {
     Http,
 }
 
+impl BackendKind {
+    /// `"postgres"`, `"redis"` or `"http"`, as in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Postgres => "postgres",
+            BackendKind::Redis => "redis",
+            BackendKind::Http => "http",
+        }
+    }
+}
+
 /// `[supervisor]`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]

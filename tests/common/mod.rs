@@ -12,6 +12,21 @@ pub fn pg_url() -> String {
         .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".into())
 }
 
+/// The PostgreSQL server's socket address (from `pg_url()`, loopback expected).
+pub fn pg_addr() -> std::net::SocketAddr {
+    let url = pg_url();
+    let authority = url.split('@').nth(1).unwrap().split('/').next().unwrap();
+    let authority = if authority.contains(':') {
+        authority.to_string()
+    } else {
+        format!("{authority}:5432")
+    };
+    authority
+        .replace("localhost", "127.0.0.1")
+        .parse()
+        .expect("PostgreSQL on a loopback address")
+}
+
 pub fn redis_url() -> String {
     std::env::var("POOLVISOR_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
@@ -110,6 +125,32 @@ pub async fn redis_count(admin: &mut redis::aio::MultiplexedConnection, name: &s
     redis_ids(admin, name).await.len()
 }
 
+/// Connections open on both servers at one instant, as far as two servers can be read at
+/// one instant: PostgreSQL backends (of these `application_name`s) present both before and
+/// after the Redis count (`CLIENT SETNAME` = `name`) were open when Redis was counted, so
+/// `total` never counts a permit twice (it misses only connections younger than a
+/// sample). `pg` is the larger of the two PostgreSQL snapshots, each exact on its own.
+pub async fn open_on_both(
+    pg: &tokio_postgres::Client,
+    apps: &[&str],
+    redis: &mut redis::aio::MultiplexedConnection,
+    name: &str,
+) -> OpenCount {
+    let before = pg_pids(pg, apps).await;
+    let redis_open = redis_count(redis, name).await;
+    let after = pg_pids(pg, apps).await;
+    OpenCount {
+        total: before.intersection(&after).count() + redis_open,
+        pg: before.len().max(after.len()),
+    }
+}
+
+/// What [`open_on_both`] saw.
+pub struct OpenCount {
+    pub total: usize,
+    pub pg: usize,
+}
+
 /// Kills (`CLIENT KILL ID`) every client with this `CLIENT SETNAME`; returns how many.
 pub async fn redis_kill_named(admin: &mut redis::aio::MultiplexedConnection, name: &str) -> usize {
     let ids = redis_ids(admin, name).await;
@@ -182,5 +223,112 @@ where
             return false;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// One raw HTTP/1.1 exchange, read to the end (at most 5 s); returns (status, body).
+/// Status 0 when the server closed without answering.
+pub async fn http(addr: std::net::SocketAddr, request: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut raw)).await;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+fn auth_header(token: Option<&str>) -> String {
+    token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default()
+}
+
+/// `GET path` with an optional bearer token.
+pub async fn get(addr: std::net::SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
+    let auth = auth_header(token);
+    http(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"),
+    )
+    .await
+}
+
+/// `POST path` with a body and an optional bearer token.
+pub async fn post(
+    addr: std::net::SocketAddr,
+    path: &str,
+    body: &str,
+    token: Option<&str>,
+) -> (u16, String) {
+    let auth = auth_header(token);
+    http(
+        addr,
+        &format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+    .await
+}
+
+/// An open `GET /events` stream: the raw bytes read so far.
+pub struct Sse {
+    tcp: TcpStream,
+    pub text: String,
+}
+
+impl Sse {
+    pub async fn open(addr: std::net::SocketAddr, token: Option<&str>) -> Sse {
+        use tokio::io::AsyncWriteExt;
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        let auth = auth_header(token);
+        tcp.write_all(
+            format!("GET /events HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut sse = Sse {
+            tcp,
+            text: String::new(),
+        };
+        assert!(
+            sse.read_until(": keepalive", Duration::from_secs(5)).await,
+            "the stream opened: {}",
+            sse.text
+        );
+        sse
+    }
+
+    /// Reads until the text holds `needle` (true), the stream ends or `within` passes.
+    pub async fn read_until(&mut self, needle: &str, within: Duration) -> bool {
+        use tokio::io::AsyncReadExt;
+        let deadline = tokio::time::Instant::now() + within;
+        let mut buf = [0u8; 4096];
+        while !self.text.contains(needle) {
+            match tokio::time::timeout_at(deadline, self.tcp.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => self.text.push_str(&String::from_utf8_lossy(&buf[..n])),
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    /// Reads to the end of the stream; true if it ended within `within`.
+    pub async fn read_to_end(&mut self, within: Duration) -> bool {
+        use tokio::io::AsyncReadExt;
+        let mut rest = Vec::new();
+        let ended = tokio::time::timeout(within, self.tcp.read_to_end(&mut rest))
+            .await
+            .is_ok();
+        self.text.push_str(&String::from_utf8_lossy(&rest));
+        ended
     }
 }

@@ -217,7 +217,7 @@ impl<M: ManageConnection> PoolState<M> {
                 pool: shared.name.clone(),
                 cause: cause.clone(),
             };
-            st.waiters.fail_all(&err);
+            shared.fail_waiters(&mut st, &err);
         }
         shared.emit(EventKind::Down {
             cause: cause.to_string(),
@@ -290,7 +290,8 @@ impl<M: ManageConnection> PoolState<M> {
                 usize::from(st.connecting == 0)
             } else {
                 let have = st.idle.len() + st.connecting + st.validating;
-                (st.waiters.live() + shared.config.min_idle).saturating_sub(have)
+                let shared_demand = st.shared_waiting.div_ceil(shared.config.max_shares);
+                (st.waiters.live() + shared_demand + shared.config.min_idle).saturating_sub(have)
             };
             wanted.min(room)
         };

@@ -41,9 +41,12 @@ impl<M: ManageConnection> PoolShared<M> {
                 return Ok(());
             }
             st.admin = Admin::Paused;
-            st.waiters.fail_all(&CheckoutError::Paused {
-                pool: self.name.clone(),
-            });
+            self.fail_waiters(
+                &mut st,
+                &CheckoutError::Paused {
+                    pool: self.name.clone(),
+                },
+            );
         }
         self.emit(EventKind::Paused);
         Ok(())
@@ -115,10 +118,13 @@ impl<M: ManageConnection> PoolShared<M> {
             }
             st.admin = Admin::Draining;
             let pool = self.name.clone();
-            st.waiters.fail_all(&match end {
-                Admin::ShutDown => CheckoutError::ShutDown { pool },
-                _ => CheckoutError::Draining { pool },
-            });
+            self.fail_waiters(
+                &mut st,
+                &match end {
+                    Admin::ShutDown => CheckoutError::ShutDown { pool },
+                    _ => CheckoutError::Draining { pool },
+                },
+            );
             let idle = std::mem::take(&mut st.idle);
             st.open -= idle.len();
             for _ in &idle {
@@ -157,10 +163,13 @@ impl<M: ManageConnection> PoolShared<M> {
         let idle = {
             let mut st = self.state.lock();
             st.admin = Admin::Failed { restarts };
-            st.waiters.fail_all(&CheckoutError::Failed {
-                pool: self.name.clone(),
-                restarts,
-            });
+            self.fail_waiters(
+                &mut st,
+                &CheckoutError::Failed {
+                    pool: self.name.clone(),
+                    restarts,
+                },
+            );
             let idle = std::mem::take(&mut st.idle);
             st.open -= idle.len();
             for _ in &idle {

@@ -7,9 +7,12 @@ use std::sync::Arc;
 
 use bb8::ManageConnection;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
+use super::conn::Conn;
 use super::pooled::Pooled;
 use super::shared::{PoolShared, Take};
+use super::sharing::Shared;
 use super::stats::PoolSnapshot;
 use super::status::PoolStatus;
 use super::waiters::Delivery;
@@ -82,30 +85,113 @@ impl<M: ManageConnection> PoolHandle<M> {
     /// is remembered for leak reports.
     #[track_caller]
     pub fn checkout(&self) -> impl Future<Output = Result<Pooled<M>, CheckoutError>> + Send + '_ {
+        self.checkout_from(Location::caller())
+    }
+
+    /// Borrows a connection that other callers may use at the same time, for drivers whose
+    /// connections serve concurrent requests (tokio-postgres pipelines them, Redis
+    /// multiplexes them, HTTP/2 has streams). The guard derefs to `&M::Connection`.
+    ///
+    /// A connection serves at most `max_shares` callers at once. An idle connection is put
+    /// into shared use before an existing one takes another caller. When every connection
+    /// in shared use is full and none can be opened, or while exclusive checkouts wait
+    /// (they go first), this waits for a place, for at most `checkout_timeout`.
+    /// Cancel-safe. See [`Shared`] for when a connection leaves shared use.
+    ///
+    /// ```
+    /// # use poolvisor_actors::{Supervisor, PoolConfig, testing::MockManager};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let sup = Supervisor::builder()
+    ///     .pool("mock", MockManager::new(), PoolConfig::default().max_size(1).max_shares(2))
+    ///     .start()
+    ///     .await?;
+    /// let pool = sup.pool::<MockManager>("mock")?;
+    /// let a = pool.checkout_shared().await?;
+    /// let b = pool.checkout_shared().await?;
+    /// assert_eq!(a.id(), b.id()); // one connection, two callers
+    /// assert!(a.ping().is_ok() && b.ping().is_ok());
+    /// # drop((a, b));
+    /// # sup.shutdown().await?;
+    /// # Ok(()) }
+    /// ```
+    #[track_caller]
+    pub fn checkout_shared(
+        &self,
+    ) -> impl Future<Output = Result<Shared<M>, CheckoutError>> + Send + '_
+    where
+        M::Connection: Sync,
+    {
         let location = Location::caller();
         async move {
-            let rx = match self.shared.take(location) {
-                Take::Ready(conn) => return Ok(Pooled::new(conn, self.shared.clone())),
-                Take::Fail(err) => return Err(err),
-                Take::Wait(rx) => rx,
-            };
-            // Bounded by the pool's sweeper, which fails this wait with `Timeout` once
-            // `checkout_timeout` has passed (one timer per pool, not per waiter).
-            let mut wait = Wait {
-                shared: &self.shared,
-                rx: Some(rx),
-            };
-            let rx = wait.rx.as_mut().expect("set above");
-            let delivery = match rx.await {
-                Ok(delivery) => delivery,
-                // The sender is only ever dropped after sending; treat it as shutdown.
-                Err(_) => Err(CheckoutError::ShutDown {
-                    pool: self.shared.name.clone(),
-                }),
-            };
-            wait.rx = None;
-            delivery.map(|conn| Pooled::new(conn, self.shared.clone()))
+            let started = Instant::now();
+            let deadline = started + self.shared.config.checkout_timeout;
+            loop {
+                match self.shared.take(location, true) {
+                    Take::Ready(conn) => return Ok(self.shared.share(conn)),
+                    Take::Share(slot) => return Ok(Shared::join(slot, self.shared.clone())),
+                    Take::Fail(err) => return Err(err),
+                    Take::Wait(_) => unreachable!("shared checkouts never join the queue"),
+                    Take::ShareWait => {
+                        // `take` counted this caller in `shared_waiting` under the lock, so
+                        // whoever frees a place from then on wakes a waiter: this one, or
+                        // (with `notify_one`'s permit) this one as soon as it listens.
+                        let _waiting = SharedWaiting(&self.shared);
+                        let ready = self.shared.share_ready.notified();
+                        if tokio::time::timeout_at(deadline, ready).await.is_err() {
+                            return Err(self.shared.shared_timeout(started));
+                        }
+                    }
+                }
+            }
         }
+    }
+
+    async fn checkout_from(
+        &self,
+        location: &'static Location<'static>,
+    ) -> Result<Pooled<M>, CheckoutError> {
+        let rx = match self.shared.take(location, false) {
+            Take::Ready(conn) => return Ok(Pooled::new(conn, self.shared.clone())),
+            Take::Share(_) | Take::ShareWait => {
+                unreachable!("only shared checkouts are given a share")
+            }
+            Take::Fail(err) => return Err(err),
+            Take::Wait(rx) => rx,
+        };
+        let conn = self.wait(rx).await?;
+        Ok(Pooled::new(conn, self.shared.clone()))
+    }
+
+    /// Waits in the queue. Bounded by the pool's sweeper, which fails the wait with
+    /// `Timeout` once `checkout_timeout` has passed (one timer per pool, not per waiter).
+    async fn wait(
+        &self,
+        rx: oneshot::Receiver<Delivery<M::Connection>>,
+    ) -> Result<Conn<M::Connection>, CheckoutError> {
+        let mut wait = Wait {
+            shared: &self.shared,
+            rx: Some(rx),
+        };
+        let rx = wait.rx.as_mut().expect("set above");
+        let delivery = match rx.await {
+            Ok(delivery) => delivery,
+            // The sender is only ever dropped after sending; treat it as shutdown.
+            Err(_) => Err(CheckoutError::ShutDown {
+                pool: self.shared.name.clone(),
+            }),
+        };
+        wait.rx = None;
+        delivery
+    }
+}
+
+/// A shared checkout counted in `shared_waiting` while it waits.
+struct SharedWaiting<'a, M: ManageConnection>(&'a Arc<PoolShared<M>>);
+
+impl<M: ManageConnection> Drop for SharedWaiting<'_, M> {
+    fn drop(&mut self) {
+        self.0.state.lock().shared_waiting -= 1;
     }
 }
 

@@ -8,6 +8,7 @@ pub(crate) mod control;
 pub(crate) mod handle;
 pub(crate) mod pooled;
 pub(crate) mod shared;
+pub(crate) mod sharing;
 pub(crate) mod stats;
 pub(crate) mod status;
 pub(crate) mod waiters;

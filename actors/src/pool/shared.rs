@@ -19,6 +19,7 @@ use tracing::Instrument;
 
 use super::actor::PoolMsg;
 use super::conn::{Closer, Conn};
+use super::sharing::AnySlot;
 use super::stats::{CheckoutCounts, CloseReason, PoolSnapshot, Stats, LATENCY_BUCKETS};
 use super::status::{Admin, Health, PoolStatus};
 use super::waiters::{Delivery, Waiter, Waiters};
@@ -53,12 +54,23 @@ pub(crate) struct State<C: Send + 'static> {
     pub(crate) exhausted_reported: bool,
     /// Lent connections by id, kept only when `leak_threshold` is set.
     pub(crate) leases: Option<HashMap<u64, Lease>>,
+    /// Connections in shared use (counted in `lent`, one each): `sharing::Slot<C>`s, kept
+    /// type-erased so that the state stays `Send` for connections that are not `Sync`
+    /// (only those that are can be shared).
+    pub(crate) slots: Vec<AnySlot>,
+    /// Shared checkouts waiting for a place (they wait on `share_ready`, not in `waiters`).
+    pub(crate) shared_waiting: usize,
     pub(crate) stats: Stats,
 }
 
 /// What a checkout attempt found.
 pub(crate) enum Take<C: Send + 'static> {
     Ready(Conn<C>),
+    /// A place on a connection in shared use (shared checkouts only).
+    Share(AnySlot),
+    /// Wait on `share_ready`, then try again (shared checkouts only; counted in
+    /// `shared_waiting`).
+    ShareWait,
     Wait(oneshot::Receiver<Delivery<C>>),
     Fail(CheckoutError),
 }
@@ -85,6 +97,9 @@ pub(crate) struct PoolShared<M: ManageConnection> {
     pub(crate) budget: Arc<Budget>,
     /// Woken whenever a connection closes or comes back while the pool is not running.
     pub(crate) settled: Notify,
+    /// Wakes shared checkouts that wait: a place came free, a connection went idle, or
+    /// the pool stopped lending (see `sharing`).
+    pub(crate) share_ready: Notify,
     /// Wakes the sweeper when the waiter queue stops being empty (and when the pool goes).
     sweeper: Arc<Notify>,
     next_id: AtomicU64,
@@ -126,6 +141,8 @@ impl<M: ManageConnection> PoolShared<M> {
             nudged: false,
             exhausted_reported: false,
             leases: config.leak_threshold.map(|_| HashMap::new()),
+            slots: Vec::new(),
+            shared_waiting: 0,
             stats: Stats::default(),
         };
         let shared = Arc::new(PoolShared {
@@ -140,6 +157,7 @@ impl<M: ManageConnection> PoolShared<M> {
             events,
             budget,
             settled: Notify::new(),
+            share_ready: Notify::new(),
             sweeper: Arc::new(Notify::new()),
             next_id: AtomicU64::new(1),
         });
@@ -190,7 +208,7 @@ impl<M: ManageConnection> PoolShared<M> {
     }
 
     /// The error a checkout gets when the pool does not lend at all now.
-    fn refusal(&self, admin: Admin) -> Option<CheckoutError> {
+    pub(crate) fn refusal(&self, admin: Admin) -> Option<CheckoutError> {
         if admin == Admin::Running {
             return None;
         }
@@ -204,7 +222,17 @@ impl<M: ManageConnection> PoolShared<M> {
         }
     }
 
-    fn unavailable(&self, st: &State<M::Connection>) -> CheckoutError {
+    /// Fails every waiter with `err` (lock held); shared waiters are woken to find out.
+    pub(crate) fn fail_waiters(&self, st: &mut State<M::Connection>, err: &CheckoutError) {
+        st.waiters.fail_all(err);
+        if st.shared_waiting > 0 {
+            self.share_ready.notify_waiters();
+            // And a permit for one that counted itself but does not listen yet.
+            self.share_ready.notify_one();
+        }
+    }
+
+    pub(crate) fn unavailable(&self, st: &State<M::Connection>) -> CheckoutError {
         CheckoutError::Unavailable {
             pool: self.name.clone(),
             cause: st
@@ -251,9 +279,13 @@ impl<M: ManageConnection> PoolShared<M> {
 
     /// The fast path of a checkout: an idle connection if one is ready and nobody waits
     /// before us; else a place in the queue; else an error.
+    ///
+    /// A shared checkout (`share`) that finds no idle connection takes a place on a
+    /// connection in shared use with room, if there is one and nobody waits.
     pub(crate) fn take(
         self: &Arc<Self>,
         location: &'static Location<'static>,
+        share: bool,
     ) -> Take<M::Connection> {
         let now = Instant::now();
         let mut stale = Vec::new();
@@ -295,13 +327,26 @@ impl<M: ManageConnection> PoolShared<M> {
                 }
             }
         }
+        let slot = match (&found, share && st.waiters.live() == 0) {
+            (None, true) => self.pick_slot(&st, now),
+            _ => None,
+        };
+        if share && (found.is_some() || slot.is_some()) && st.shared_waiting > 0 {
+            // Room is left for the next shared waiter (it tries again when woken).
+            self.share_ready.notify_one();
+        }
         let outcome = match found {
             Some(conn) => Take::Ready(conn),
+            None if slot.is_some() => {
+                st.stats.checkouts_ok += 1;
+                st.stats.wait.record(Duration::ZERO);
+                Take::Share(slot.expect("checked"))
+            }
             None if st.health == Health::Down && st.validating == 0 => {
                 st.stats.unavailable += 1;
                 Take::Fail(self.unavailable(&st))
             }
-            None if st.waiters.live() >= self.config.max_waiters => {
+            None if st.waiters.live() + st.shared_waiting >= self.config.max_waiters => {
                 st.stats.exhausted += 1;
                 let waiters = st.waiters.live();
                 if !st.exhausted_reported {
@@ -312,6 +357,14 @@ impl<M: ManageConnection> PoolShared<M> {
                     pool: self.name.clone(),
                     waiters,
                 })
+            }
+            None if share => {
+                st.shared_waiting += 1;
+                if !st.nudged && st.open + st.connecting < st.max_size {
+                    st.nudged = true;
+                    nudge = true;
+                }
+                Take::ShareWait
             }
             None => {
                 let (tx, rx) = oneshot::channel();
@@ -439,6 +492,9 @@ impl<M: ManageConnection> PoolShared<M> {
             }
         }
         st.idle.push(conn);
+        if st.shared_waiting > 0 {
+            self.share_ready.notify_one();
+        }
         None
     }
 
@@ -494,7 +550,8 @@ impl<M: ManageConnection> PoolShared<M> {
     pub(crate) fn after_close(&self) {
         let nudge = {
             let mut st = self.state.lock();
-            let wanted = st.waiters.live() > 0 || st.open + st.connecting < self.config.min_idle;
+            let wanted = st.waiters.live() + st.shared_waiting > 0
+                || st.open + st.connecting < self.config.min_idle;
             let nudge = wanted && !st.nudged && st.admin == Admin::Running;
             if nudge {
                 st.nudged = true;
@@ -632,10 +689,11 @@ impl<M: ManageConnection> PoolShared<M> {
             open: st.open,
             idle: st.idle.len(),
             in_use: st.lent,
+            sharing: st.slots.iter().map(|s| Arc::strong_count(s) - 1).sum(),
             connecting: st.connecting,
             validating: st.validating,
             peak_in_use: st.stats.peak_lent,
-            waiters: st.waiters.live(),
+            waiters: st.waiters.live() + st.shared_waiting,
             oldest_waiter: st
                 .waiters
                 .oldest()

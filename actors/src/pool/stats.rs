@@ -117,8 +117,10 @@ pub struct PoolSnapshot {
     pub open: usize,
     /// Idle connections.
     pub idle: usize,
-    /// Connections lent to callers.
+    /// Connections lent to callers (a connection in shared use counts once).
     pub in_use: usize,
+    /// Callers on connections in shared use (`checkout_shared`).
+    pub sharing: usize,
     /// Connects in flight.
     pub connecting: usize,
     /// Connections being validated.

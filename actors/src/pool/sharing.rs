@@ -1,0 +1,253 @@
+//! Shared checkouts: one connection lent to several callers at once, for connections
+//! that serve concurrent requests (Redis multiplexing, tokio-postgres pipelining,
+//! HTTP/2 streams).
+//!
+//! A connection in shared use is a [`Slot`] in `State::slots`. The pool holds one `Arc`
+//! to it and every [`Shared`] guard one more, so the number of callers on it is
+//! `strong_count - 1`. Every clone and every drop of a slot's `Arc` happens under the
+//! pool lock; the guard that leaves a slot with no caller takes it out of `slots` and
+//! gives its connection back like an exclusive one (to the oldest waiter, or idle).
+//!
+//! A slot stops taking callers when a caller discards it or panics on it, and after
+//! [`SLOT_TERM`] in shared use. It then drains and comes back, where `has_broken`,
+//! `max_lifetime` and validation see it as for any returned connection: a broken
+//! connection is not shared for more than a term.
+
+use std::any::Any;
+use std::fmt;
+use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bb8::ManageConnection;
+use tokio::time::Instant;
+
+use super::conn::Conn;
+use super::shared::{PoolShared, State};
+use super::stats::CloseReason;
+use crate::error::CheckoutError;
+
+/// How long a connection stays in shared use before it stops taking new callers and
+/// comes back to the pool to be checked.
+pub const SLOT_TERM: Duration = Duration::from_millis(250);
+
+/// A [`Slot`] as the pool state lists it.
+pub(crate) type AnySlot = Arc<dyn Any + Send + Sync>;
+
+/// A connection in shared use.
+pub(crate) struct Slot<C: Send + 'static> {
+    conn: Conn<C>,
+    /// When it stops taking callers if another place is to be had (`SLOT_TERM`, jittered
+    /// down by up to half so that slots opened together do not retire together).
+    retire_at: Instant,
+    /// Why it takes no new callers, once it does not.
+    retired: parking_lot::Mutex<Option<CloseReason>>,
+    /// Set with `retired` (read without the mutex on the fast path).
+    closed_to_new: AtomicBool,
+}
+
+impl<C: Send + 'static> Slot<C> {
+    /// Takes callers: not retired, within its term (or past it, when `overtime`).
+    fn open_to_new(&self, now: Instant, overtime: bool) -> bool {
+        !self.closed_to_new.load(Ordering::Relaxed) && (overtime || now < self.retire_at)
+    }
+
+    fn retire(&self, reason: CloseReason) {
+        let mut retired = self.retired.lock();
+        retired.get_or_insert(reason);
+        self.closed_to_new.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A connection lent to this caller and possibly to others at the same time, from
+/// [`PoolHandle::checkout_shared`](crate::PoolHandle::checkout_shared). Derefs to
+/// `&M::Connection` (never `&mut`).
+///
+/// Dropping it leaves the connection; the last caller to leave gives it back to the
+/// pool. `discard` (or a panic while holding it) stops further sharing and closes the
+/// connection once every caller has left.
+pub struct Shared<M: ManageConnection>
+where
+    M::Connection: Sync,
+{
+    slot: Option<Arc<Slot<M::Connection>>>,
+    shared: Arc<PoolShared<M>>,
+}
+
+impl<M: ManageConnection> Shared<M>
+where
+    M::Connection: Sync,
+{
+    /// Stops lending this connection; it closes once every caller on it has left.
+    pub fn discard(self) {
+        if let Some(slot) = &self.slot {
+            slot.retire(CloseReason::Discarded);
+        }
+    }
+
+    /// The name of the pool it came from.
+    pub fn pool(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// The pool's id for this connection (unique within the pool).
+    pub fn id(&self) -> u64 {
+        self.slot().conn.id
+    }
+
+    fn slot(&self) -> &Slot<M::Connection> {
+        self.slot.as_ref().expect("slot present until drop")
+    }
+}
+
+impl<M: ManageConnection> Deref for Shared<M>
+where
+    M::Connection: Sync,
+{
+    type Target = M::Connection;
+    fn deref(&self) -> &M::Connection {
+        self.slot().conn.get()
+    }
+}
+
+impl<M: ManageConnection> Shared<M>
+where
+    M::Connection: Sync,
+{
+    /// A place on `slot`, which `pick_slot` gave under the lock.
+    pub(crate) fn join(slot: AnySlot, shared: Arc<PoolShared<M>>) -> Shared<M> {
+        Shared {
+            slot: Some(Self::downcast(slot)),
+            shared,
+        }
+    }
+
+    fn downcast(slot: AnySlot) -> Arc<Slot<M::Connection>> {
+        match slot.downcast::<Slot<M::Connection>>() {
+            Ok(slot) => slot,
+            Err(_) => unreachable!("a pool's slots hold its own connection type"),
+        }
+    }
+}
+
+impl<M: ManageConnection> Drop for Shared<M>
+where
+    M::Connection: Sync,
+{
+    fn drop(&mut self) {
+        let Some(slot) = self.slot.take() else {
+            return;
+        };
+        if std::thread::panicking() {
+            slot.retire(CloseReason::Panicked);
+        }
+        let ptr = Arc::as_ptr(&slot);
+        let last = {
+            let mut st = self.shared.state.lock();
+            drop(slot);
+            let at = st
+                .slots
+                .iter()
+                .position(|s| std::ptr::addr_eq(Arc::as_ptr(s), ptr))
+                .expect("a shared slot stays listed while a caller holds it");
+            if Arc::strong_count(&st.slots[at]) == 1 {
+                Some(st.slots.swap_remove(at))
+            } else {
+                if st.shared_waiting > 0 {
+                    self.shared.share_ready.notify_one();
+                }
+                None
+            }
+        };
+        let Some(slot) = last else { return };
+        let slot = Self::downcast(slot);
+        let Ok(slot) = Arc::try_unwrap(slot) else {
+            unreachable!("no caller is left on the slot and every clone happens under the lock")
+        };
+        let Slot {
+            mut conn, retired, ..
+        } = slot;
+        let close = retired.into_inner().or_else(|| {
+            self.shared
+                .manager
+                .has_broken(conn.get_mut())
+                .then_some(CloseReason::Broken)
+        });
+        self.shared.put_back(conn, close);
+    }
+}
+
+impl<M: ManageConnection> fmt::Debug for Shared<M>
+where
+    M::Connection: Sync,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("pool", &self.shared.name)
+            .field("id", &self.slot.as_ref().map(|s| s.conn.id))
+            .finish()
+    }
+}
+
+impl<M: ManageConnection> PoolShared<M> {
+    /// The least used connection in shared use that takes callers and has room (lock
+    /// held), as a new place on it. Past their term, slots still take callers when
+    /// nothing else could serve them now (no idle connection, no room to open one).
+    pub(crate) fn pick_slot(&self, st: &State<M::Connection>, now: Instant) -> Option<AnySlot> {
+        let limit = self.config.max_shares + 1; // the pool's own reference
+        let pick = |overtime: bool| {
+            st.slots
+                .iter()
+                .filter(|s| {
+                    s.downcast_ref::<Slot<M::Connection>>()
+                        .is_some_and(|s| s.open_to_new(now, overtime))
+                })
+                .min_by_key(|s| Arc::strong_count(s))
+                .filter(|s| Arc::strong_count(s) < limit)
+                .cloned()
+        };
+        pick(false).or_else(|| {
+            let stuck = st.idle.is_empty() && st.open + st.connecting >= st.max_size;
+            stuck.then(|| pick(true)).flatten()
+        })
+    }
+
+    /// A timed-out shared checkout: counted, and its error.
+    pub(crate) fn shared_timeout(&self, started: Instant) -> CheckoutError {
+        let mut st = self.state.lock();
+        st.stats.timeouts += 1;
+        CheckoutError::Timeout {
+            pool: self.name.clone(),
+            waited: started.elapsed(),
+            last_error: st.last_error.clone(),
+        }
+    }
+}
+
+impl<M: ManageConnection> PoolShared<M>
+where
+    M::Connection: Sync,
+{
+    /// Puts a connection just lent to a shared checkout into shared use.
+    pub(crate) fn share(self: &Arc<Self>, conn: Conn<M::Connection>) -> Shared<M> {
+        let slot = Arc::new(Slot {
+            conn,
+            retire_at: Instant::now() + SLOT_TERM.mul_f64(1.0 - fastrand::f64() * 0.5),
+            retired: parking_lot::Mutex::new(None),
+            closed_to_new: AtomicBool::new(false),
+        });
+        {
+            let mut st = self.state.lock();
+            // Leak reports are for exclusive holds; a slot's callers come and go.
+            if let Some(leases) = st.leases.as_mut() {
+                leases.remove(&slot.conn.id);
+            }
+            st.slots.push(slot.clone() as AnySlot);
+        }
+        Shared {
+            slot: Some(slot),
+            shared: self.clone(),
+        }
+    }
+}
