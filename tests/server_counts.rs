@@ -13,8 +13,9 @@ use poolvisor::prelude::*;
 
 /// A PostgreSQL pool and a Redis pool share a budget of 6 under 40 tasks with churn
 /// (some connections discarded, so the pools keep closing and opening). A sampler counts
-/// this test's connections on both servers (`pg_stat_activity`, `CLIENT LIST`) every
-/// 10 ms while the load runs; the most it ever sees is within the budget.
+/// this test's connections on both servers (`pg_stat_activity`, `CLIENT LIST`, read as
+/// [`open_on_both`] says) every 10 ms while the load runs; the most it ever sees is within
+/// the budget.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn budget_holds_against_the_servers_own_counts() {
     const BUDGET: usize = 6;
@@ -50,8 +51,8 @@ async fn budget_holds_against_the_servers_own_counts() {
             let pg = pg_admin().await;
             let mut redis = redis_admin().await;
             while !stop.load(Ordering::Acquire) {
-                let open = pg_count(&pg, &app).await + redis_count(&mut redis, &name).await;
-                max_seen.fetch_max(open, Ordering::AcqRel);
+                let open = open_on_both(&pg, &[&app], &mut redis, &name).await;
+                max_seen.fetch_max(open.total, Ordering::AcqRel);
                 samples.fetch_add(1, Ordering::AcqRel);
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
@@ -170,21 +171,12 @@ async fn budget_and_reserves_hold_for_three_pools_under_200_tasks() {
             let mut redis = redis_admin().await;
             let mut samples = 0;
             while !stop.load(Ordering::Acquire) {
-                // Across two servers there is no single instant to read; PostgreSQL
-                // backends present both before and after the Redis count were open when
-                // Redis was counted (this never counts one permit twice, and misses
-                // only connections younger than a sample).
-                let before = pg_pids(&pg, &[&app_a, &app_b]).await;
-                let redis_open = redis_count(&mut redis, &name_r).await;
-                let after = pg_pids(&pg, &[&app_a, &app_b]).await;
-                let total = before.intersection(&after).count() + redis_open;
-                // Each PostgreSQL query is one exact snapshot of that server.
-                let pg_open = before.len().max(after.len());
+                let open = open_on_both(&pg, &[&app_a, &app_b], &mut redis, &name_r).await;
                 samples += 1;
                 {
                     let mut w = worst.lock();
-                    w.0 = w.0.max(total);
-                    w.1 = w.1.max(pg_open);
+                    w.0 = w.0.max(open.total);
+                    w.1 = w.1.max(open.pg);
                     w.2 = samples;
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
