@@ -112,6 +112,27 @@ async fn clients(n: usize) -> Vec<Arc<Client>> {
     out
 }
 
+/// `checkout_shared` with every connection open (the same connection count as the other
+/// pools) and placed by `policy`.
+fn shared(policy: SharePolicy) -> Contender {
+    Box::new(move |tasks, size, s: Settings| {
+        Box::pin(async move {
+            let cfg = PoolConfig::default()
+                .max_size(size)
+                .min_idle(size)
+                .share_policy(policy);
+            let sup = Supervisor::builder()
+                .postgres("db", &url(), cfg)
+                .start()
+                .await
+                .unwrap();
+            let o = measure(PoolvisorShared(sup.postgres("db").unwrap()), tasks, &s).await;
+            sup.shutdown().await.unwrap();
+            o
+        })
+    })
+}
+
 fn contenders() -> Vec<(&'static str, Contender)> {
     vec![
         (
@@ -200,24 +221,8 @@ fn contenders() -> Vec<(&'static str, Contender)> {
                 })
             }),
         ),
-        (
-            "poolvisor shared",
-            Box::new(|tasks, size, s: Settings| {
-                Box::pin(async move {
-                    // Every connection open and in shared use: the same connection count
-                    // as the other pools.
-                    let cfg = PoolConfig::default().max_size(size).min_idle(size);
-                    let sup = Supervisor::builder()
-                        .postgres("db", &url(), cfg)
-                        .start()
-                        .await
-                        .unwrap();
-                    let o = measure(PoolvisorShared(sup.postgres("db").unwrap()), tasks, &s).await;
-                    sup.shutdown().await.unwrap();
-                    o
-                })
-            }),
-        ),
+        ("poolvisor shared", shared(SharePolicy::Spread)),
+        ("poolvisor shared packed", shared(SharePolicy::Pack)),
     ]
 }
 

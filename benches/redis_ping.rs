@@ -110,6 +110,27 @@ async fn connections(n: usize) -> Vec<MultiplexedConnection> {
     out
 }
 
+/// `checkout_shared` with every connection open (the same connection count as the other
+/// pools) and placed by `policy`.
+fn shared(policy: SharePolicy) -> Contender {
+    Box::new(move |tasks, size, s: Settings| {
+        Box::pin(async move {
+            let cfg = PoolConfig::default()
+                .max_size(size)
+                .min_idle(size)
+                .share_policy(policy);
+            let sup = Supervisor::builder()
+                .redis("r", &url(), cfg)
+                .start()
+                .await
+                .unwrap();
+            let o = measure(PoolvisorShared(sup.redis("r").unwrap()), tasks, &s).await;
+            sup.shutdown().await.unwrap();
+            o
+        })
+    })
+}
+
 fn contenders() -> Vec<(&'static str, Contender)> {
     vec![
         (
@@ -199,24 +220,8 @@ fn contenders() -> Vec<(&'static str, Contender)> {
                 })
             }),
         ),
-        (
-            "poolvisor shared",
-            Box::new(|tasks, size, s: Settings| {
-                Box::pin(async move {
-                    // Every connection open and in shared use: the same connection count
-                    // as the other pools.
-                    let cfg = PoolConfig::default().max_size(size).min_idle(size);
-                    let sup = Supervisor::builder()
-                        .redis("r", &url(), cfg)
-                        .start()
-                        .await
-                        .unwrap();
-                    let o = measure(PoolvisorShared(sup.redis("r").unwrap()), tasks, &s).await;
-                    sup.shutdown().await.unwrap();
-                    o
-                })
-            }),
-        ),
+        ("poolvisor shared", shared(SharePolicy::Spread)),
+        ("poolvisor shared packed", shared(SharePolicy::Pack)),
     ]
 }
 

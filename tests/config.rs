@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use poolvisor::config::{BackendKind, Config, FromConfig};
-use poolvisor::{PoolStatus, Supervisor, Validation};
+use poolvisor::{PoolStatus, SharePolicy, Supervisor, Validation};
 use proptest::prelude::*;
 
 const FULL: &str = r#"
@@ -42,6 +42,8 @@ down_after_failures = 2
 kind = "redis"
 url = "redis://127.0.0.1:6379"
 validation = "always"
+max_shares = 32
+share_policy = "pack"
 
 [pools.loki]
 kind = "http"
@@ -73,6 +75,11 @@ fn a_full_document_reads_every_field() {
         Validation::IfIdleFor(Duration::from_millis(250))
     );
     assert_eq!(c.pools[0].settings.validation, Validation::Always);
+    assert_eq!(
+        (c.pools[0].settings.max_shares, c.pools[0].settings.share_policy),
+        (32, SharePolicy::Pack)
+    );
+    assert_eq!(db.settings.share_policy, SharePolicy::Spread);
     let shown = format!("{c:?}");
     assert!(
         !shown.contains("pw-in-url") && !shown.contains("t0ken-secret"),
@@ -133,6 +140,7 @@ fn invalid_documents_name_the_key_and_the_value() {
         (pool("idle_timeout = \"0s\""), "pools.db.idle_timeout"),
         (pool("leak_threshold = \"never\""), "invalid duration \"never\""),
         (pool("validation = \"sometimes\""), "pools.db.validation"),
+        (pool("share_policy = \"fill\""), "pools.db.share_policy"),
         (pool("validation = { if_idle_for = \"0s\" }"), "pools.db.validation"),
         (pool("max_sise = 4"), "unknown field: found `max_sise`"),
         (pool("reserve = 9\nmax_size = 10\n[supervisor]\nmax_connections = 5"), "supervisor.max_connections: 5: the pools' reserves add up to 9"),

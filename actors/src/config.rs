@@ -27,6 +27,23 @@ impl Default for Validation {
     }
 }
 
+/// Which connection a shared checkout (`checkout_shared`) goes to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SharePolicy {
+    /// An idle connection goes into shared use before a connection in shared use takes
+    /// another caller: callers spread over as many connections as the pool may open,
+    /// so a slow request delays few others. The default (right for PostgreSQL, where a
+    /// pipelined query waits behind the ones before it).
+    #[default]
+    Spread,
+    /// The busiest connection in shared use with room (below `max_shares`) takes the
+    /// caller; an idle connection goes into shared use only when none has room. Callers
+    /// pack onto as few connections as `max_shares` allows, so each carries a deeper
+    /// pipeline (right for Redis and HTTP/2, whose requests are short and independent).
+    Pack,
+}
+
 /// Configuration of one pool. Build it with the chained setters:
 ///
 /// ```
@@ -74,6 +91,8 @@ pub struct PoolConfig {
     pub down_after_failures: u32,
     /// Most callers one connection serves at once through `checkout_shared`.
     pub max_shares: usize,
+    /// Which connection a shared checkout goes to.
+    pub share_policy: SharePolicy,
 }
 
 impl Default for PoolConfig {
@@ -92,6 +111,7 @@ impl Default for PoolConfig {
             max_waiters: 10_000,
             down_after_failures: 3,
             max_shares: 16,
+            share_policy: SharePolicy::Spread,
         }
     }
 }
@@ -130,6 +150,8 @@ impl PoolConfig {
         down_after_failures: u32,
         /// Sets `max_shares`.
         max_shares: usize,
+        /// Sets `share_policy`.
+        share_policy: SharePolicy,
     }
 
     /// Checks the values on their own; the supervisor checks them against each other pool.

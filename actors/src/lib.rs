@@ -43,7 +43,7 @@ pub mod testing;
 mod ticker;
 
 pub use budget::BudgetSnapshot;
-pub use config::{ConfigError, PoolConfig, Validation};
+pub use config::{ConfigError, PoolConfig, SharePolicy, Validation};
 pub use error::{CheckoutError, ControlError, StartError};
 pub use event::{EventError, EventKind, EventStream, HealthEvent};
 pub use graceful::GracefulClose;

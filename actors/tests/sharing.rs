@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::{one_pool, settle};
-use poolvisor_actors::{CheckoutError, CloseReason, PoolConfig, PoolSnapshot, SLOT_TERM};
+use poolvisor_actors::{
+    CheckoutError, CloseReason, PoolConfig, PoolSnapshot, SharePolicy, SLOT_TERM,
+};
 
 fn closes(snap: &PoolSnapshot, reason: CloseReason) -> u64 {
     snap.closes.iter().find(|(r, _)| *r == reason).unwrap().1
@@ -55,6 +57,44 @@ async fn a_connection_serves_at_most_max_shares_callers_and_then_callers_wait() 
         (2, 2, 0, 0)
     );
     assert_eq!(mock.live(), 2);
+    sup.shutdown().await.unwrap();
+}
+
+/// `SharePolicy::Pack`: the busiest connection with room takes the caller, so callers
+/// fill one connection to `max_shares` before an idle one goes into shared use.
+#[tokio::test(start_paused = true)]
+async fn packed_shared_checkouts_fill_one_connection_before_sharing_another() {
+    let cfg = PoolConfig::default()
+        .max_size(3)
+        .min_idle(3)
+        .max_shares(3)
+        .share_policy(SharePolicy::Pack);
+    let (sup, pool, mock) = one_pool(cfg).await;
+    settle().await;
+    assert_eq!(pool.snapshot().idle, 3);
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(pool.checkout_shared().await.unwrap());
+    }
+    let first = held[0].id();
+    assert!(
+        held[..3].iter().all(|s| s.id() == first),
+        "three on the first"
+    );
+    assert_ne!(held[3].id(), first, "the fourth finds the first full");
+    let snap = pool.snapshot();
+    assert_eq!((snap.in_use, snap.idle, snap.sharing), (2, 1, 4));
+    // A place frees on the first: it is the busiest with room, so it takes the next.
+    let second = held[3].id();
+    held.swap_remove(0);
+    let next = pool.checkout_shared().await.unwrap();
+    assert_eq!(next.id(), first);
+    held.push(next);
+    // The second connection, with one caller, now takes callers until it is full too.
+    held.push(pool.checkout_shared().await.unwrap());
+    assert_eq!(held.last().unwrap().id(), second);
+    assert_eq!(mock.connects(), 3);
+    drop(held);
     sup.shutdown().await.unwrap();
 }
 

@@ -12,7 +12,9 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use poolvisor_actors::testing::{crash_pool, MockManager};
-use poolvisor_actors::{CheckoutError, PoolConfig, PoolHandle, Pooled, Shared, Supervisor};
+use poolvisor_actors::{
+    CheckoutError, PoolConfig, PoolHandle, Pooled, SharePolicy, Shared, Supervisor,
+};
 use proptest::prelude::*;
 use tokio::task::JoinHandle;
 
@@ -108,6 +110,12 @@ impl World {
                 .max_size(3)
                 .checkout_timeout(Duration::from_millis(300))
                 .max_shares(MAX_SHARES)
+                // Both ways of placing shared checkouts, one per pool.
+                .share_policy(if i % 2 == 0 {
+                    SharePolicy::Spread
+                } else {
+                    SharePolicy::Pack
+                })
                 .reserve(1);
             b = b.pool(format!("p{i}"), m.clone(), cfg);
         }

@@ -284,16 +284,19 @@ pub fn print_ratios(title: &str, cases: &[(usize, usize)], meds: &[Vec<Outcome>]
 pub fn print_shared_ratios(title: &str, cases: &[(usize, usize)], meds: &[Vec<Outcome>]) {
     println!("\n{title}");
     for (c, &(tasks, size)) in cases.iter().enumerate() {
-        let (shared, bb8_no_test) = (&meds[c][6], &meds[c][2]);
-        if shared.ops_per_s > 0.0 && bb8_no_test.ops_per_s > 0.0 {
-            println!(
-                "- {tasks} / {size}: {:.2}× bb8 no test, {:.2}× raw, {:.2}× one shared conn; Jain {:.3}, max {:.1} ms",
-                shared.ops_per_s / bb8_no_test.ops_per_s,
-                shared.ops_per_s / meds[c][4].ops_per_s,
-                shared.ops_per_s / meds[c][5].ops_per_s,
-                shared.jain,
-                shared.max_us / 1e3
-            );
+        // Contenders 6 and 7: `checkout_shared` spread and packed.
+        for (i, policy) in [(6, "spread"), (7, "packed")] {
+            let (shared, bb8_no_test) = (&meds[c][i], &meds[c][2]);
+            if shared.ops_per_s > 0.0 && bb8_no_test.ops_per_s > 0.0 {
+                println!(
+                    "- {tasks} / {size} {policy}: {:.2}× bb8 no test, {:.2}× raw, {:.2}× one shared conn; Jain {:.3}, max {:.1} ms",
+                    shared.ops_per_s / bb8_no_test.ops_per_s,
+                    shared.ops_per_s / meds[c][4].ops_per_s,
+                    shared.ops_per_s / meds[c][5].ops_per_s,
+                    shared.jain,
+                    shared.max_us / 1e3
+                );
+            }
         }
     }
 }

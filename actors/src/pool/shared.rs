@@ -24,7 +24,7 @@ use super::stats::{CheckoutCounts, CloseReason, PoolSnapshot, Stats, LATENCY_BUC
 use super::status::{Admin, Health, PoolStatus};
 use super::waiters::{Delivery, Waiter, Waiters};
 use crate::budget::{Budget, BudgetListener, Permit};
-use crate::config::{PoolConfig, Validation};
+use crate::config::{PoolConfig, SharePolicy, Validation};
 use crate::error::CheckoutError;
 use crate::event::{EventBus, EventKind};
 use crate::redact::redact;
@@ -298,8 +298,15 @@ impl<M: ManageConnection> PoolShared<M> {
             return Take::Fail(err);
         }
         let mut found = None;
+        // Packing shared checkouts try a connection in shared use before an idle one.
+        let mut slot = match self.config.share_policy {
+            SharePolicy::Pack if share && st.waiters.live() == 0 => {
+                self.pick_slot(&st, now, SharePolicy::Pack)
+            }
+            _ => None,
+        };
         // Strict FIFO: while anyone waits, newcomers queue behind them.
-        if st.waiters.live() == 0 {
+        if slot.is_none() && st.waiters.live() == 0 {
             while let Some(mut conn) = st.idle.pop() {
                 // `has_broken` is synchronous and cheap by contract: a connection whose
                 // driver already saw it close is replaced before anyone gets it.
@@ -327,10 +334,9 @@ impl<M: ManageConnection> PoolShared<M> {
                 }
             }
         }
-        let slot = match (&found, share && st.waiters.live() == 0) {
-            (None, true) => self.pick_slot(&st, now),
-            _ => None,
-        };
+        if slot.is_none() && found.is_none() && share && st.waiters.live() == 0 {
+            slot = self.pick_slot(&st, now, self.config.share_policy);
+        }
         if share && (found.is_some() || slot.is_some()) && st.shared_waiting > 0 {
             // Room is left for the next shared waiter (it tries again when woken).
             self.share_ready.notify_one();

@@ -26,6 +26,7 @@ use tokio::time::Instant;
 use super::conn::Conn;
 use super::shared::{PoolShared, State};
 use super::stats::CloseReason;
+use crate::config::SharePolicy;
 use crate::error::CheckoutError;
 
 /// How long a connection stays in shared use before it stops taking new callers and
@@ -191,21 +192,28 @@ where
 }
 
 impl<M: ManageConnection> PoolShared<M> {
-    /// The least used connection in shared use that takes callers and has room (lock
-    /// held), as a new place on it. Past their term, slots still take callers when
-    /// nothing else could serve them now (no idle connection, no room to open one).
-    pub(crate) fn pick_slot(&self, st: &State<M::Connection>, now: Instant) -> Option<AnySlot> {
+    /// A new place on a connection in shared use that takes callers and has room (lock
+    /// held): the least used one, or with `SharePolicy::Pack` the busiest. Past their
+    /// term, slots still take callers when nothing else could serve them now (no idle
+    /// connection, no room to open one).
+    pub(crate) fn pick_slot(
+        &self,
+        st: &State<M::Connection>,
+        now: Instant,
+        policy: SharePolicy,
+    ) -> Option<AnySlot> {
         let limit = self.config.max_shares + 1; // the pool's own reference
         let pick = |overtime: bool| {
-            st.slots
-                .iter()
-                .filter(|s| {
-                    s.downcast_ref::<Slot<M::Connection>>()
+            let open = st.slots.iter().filter(|s| {
+                Arc::strong_count(s) < limit
+                    && s.downcast_ref::<Slot<M::Connection>>()
                         .is_some_and(|s| s.open_to_new(now, overtime))
-                })
-                .min_by_key(|s| Arc::strong_count(s))
-                .filter(|s| Arc::strong_count(s) < limit)
-                .cloned()
+            });
+            match policy {
+                SharePolicy::Spread => open.min_by_key(|s| Arc::strong_count(s)),
+                SharePolicy::Pack => open.max_by_key(|s| Arc::strong_count(s)),
+            }
+            .cloned()
         };
         pick(false).or_else(|| {
             let stuck = st.idle.is_empty() && st.open + st.connecting >= st.max_size;
