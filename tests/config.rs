@@ -76,7 +76,10 @@ fn a_full_document_reads_every_field() {
     );
     assert_eq!(c.pools[0].settings.validation, Validation::Always);
     assert_eq!(
-        (c.pools[0].settings.max_shares, c.pools[0].settings.share_policy),
+        (
+            c.pools[0].settings.max_shares,
+            c.pools[0].settings.share_policy
+        ),
         (32, SharePolicy::Pack)
     );
     assert_eq!(db.settings.share_policy, SharePolicy::Spread);
