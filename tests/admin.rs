@@ -353,3 +353,61 @@ fn promtool_check_metrics(text: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Reads `tcp` until the server closes it (true) or `within` passes (false).
+async fn closed_within(tcp: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut sink = Vec::new();
+    // A reset also means closed.
+    tokio::time::timeout(within, tcp.read_to_end(&mut sink))
+        .await
+        .is_ok()
+}
+
+/// One request on a keep-alive connection, answered; the connection is left open.
+async fn served_keep_alive(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = tcp.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 "));
+    tcp
+}
+
+/// A client that stalls before finishing its headers is cut off after
+/// `HEADER_READ_TIMEOUT` (so is an idle keep-alive connection); dropping the server
+/// closes what it still has open (a keep-alive connection, an `/events` stream) while
+/// the supervisor keeps running.
+#[tokio::test]
+async fn stalled_clients_are_cut_off_and_dropping_the_server_closes_its_connections() {
+    use poolvisor::admin::{CLOSE_GRACE, HEADER_READ_TIMEOUT};
+    use tokio::io::AsyncWriteExt;
+
+    let (sup, admin, _) = setup(None).await;
+    let addr = admin.addr();
+    let mut sse = common::Sse::open(addr, None).await;
+    let mut stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stalled.write_all(b"GET /hea").await.unwrap();
+    assert!(
+        closed_within(&mut stalled, HEADER_READ_TIMEOUT + Duration::from_secs(3)).await,
+        "a stalled client holds its connection"
+    );
+
+    let mut idle = served_keep_alive(addr).await;
+    assert!(
+        !closed_within(&mut idle, Duration::from_millis(200)).await,
+        "keep-alive connections stay open while the server runs"
+    );
+    drop(admin);
+    let within = CLOSE_GRACE + Duration::from_secs(2);
+    assert!(
+        closed_within(&mut idle, within).await,
+        "keep-alive connection left open"
+    );
+    assert!(sse.read_to_end(within).await, "`/events` stream left open");
+    assert_eq!(sup.status("db").unwrap(), PoolStatus::Up);
+    sup.shutdown().await.unwrap();
+}

@@ -23,4 +23,4 @@ pub use events::KEEPALIVE;
 pub use exposition::{
     openmetrics_text, prometheus_text, OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE,
 };
-pub use server::AdminServer;
+pub use server::{AdminServer, CLOSE_GRACE, HEADER_READ_TIMEOUT};

@@ -3,15 +3,17 @@
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, WWW_AUTHENTICATE};
 use hyper::service::service_fn;
 use hyper::{Method, Request, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use poolvisor_actors::{PoolStatus, Supervisor};
 use subtle::ConstantTimeEq;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
@@ -23,13 +25,23 @@ use super::exposition::{
 use super::response::{error, json, respond, AdminResponse};
 use crate::config::AdminSettings;
 
-/// A running admin endpoint; stops accepting when dropped. Open `/events` streams end
-/// when the supervisor shuts down.
+/// A running admin endpoint. Dropping it stops accepting at once and closes every open
+/// connection: idle ones at once, a request in flight once its response is written, an
+/// `/events` stream within [`CLOSE_GRACE`].
 #[derive(Debug)]
 pub struct AdminServer {
     addr: SocketAddr,
     task: JoinHandle<()>,
+    /// Dropped with the server; every connection task watches it.
+    _open: watch::Sender<()>,
 }
+
+/// How long a client may take to send a request's headers before its connection is
+/// closed (so an idle or stalled client cannot hold a connection task forever).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long open connections get to finish once the server is dropped.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 impl Drop for AdminServer {
     fn drop(&mut self) {
@@ -53,32 +65,54 @@ impl AdminServer {
         let listener = TcpListener::bind(settings.listen).await?;
         let addr = listener.local_addr()?;
         let token = settings.token.clone();
-        let task =
-            tokio::spawn(
-                async move {
-                    while let Ok((tcp, _)) = listener.accept().await {
-                        let (sup, token) = (sup.clone(), token.clone());
-                        tokio::spawn(async move {
-                            let svc = service_fn(move |req| {
-                                let (sup, token) = (sup.clone(), token.clone());
-                                async move {
-                                    Ok::<_, Infallible>(route(&sup, token.as_deref(), req).await)
-                                }
-                            });
-                            let _ = hyper::server::conn::http1::Builder::new()
-                                .serve_connection(TokioIo::new(tcp), svc)
-                                .await;
-                        });
-                    }
+        let (open, watch) = watch::channel(());
+        let task = tokio::spawn(
+            async move {
+                while let Ok((tcp, _)) = listener.accept().await {
+                    let (sup, token) = (sup.clone(), token.clone());
+                    tokio::spawn(serve(tcp, sup, token, watch.clone()));
                 }
-                .instrument(tracing::info_span!("admin", %addr)),
-            );
-        Ok(AdminServer { addr, task })
+            }
+            .instrument(tracing::info_span!("admin", %addr)),
+        );
+        Ok(AdminServer {
+            addr,
+            task,
+            _open: open,
+        })
     }
 
     /// Where it listens.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+}
+
+/// One client connection, until it closes, stalls before its headers, or the server is
+/// dropped (`open` then reports its sender gone).
+async fn serve(
+    tcp: TcpStream,
+    sup: Supervisor,
+    token: Option<String>,
+    mut open: watch::Receiver<()>,
+) {
+    let svc = service_fn(move |req| {
+        let (sup, token) = (sup.clone(), token.clone());
+        async move { Ok::<_, Infallible>(route(&sup, token.as_deref(), req).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(TokioIo::new(tcp), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = open.changed() => {
+            conn.as_mut().graceful_shutdown();
+            // An `/events` response never completes on its own; dropping the connection
+            // after the grace ends it (its pump sees the body gone).
+            let _ = tokio::time::timeout(CLOSE_GRACE, conn).await;
+        }
     }
 }
 
