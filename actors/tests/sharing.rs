@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{one_pool, settle};
 use poolvisor_actors::{
-    CheckoutError, CloseReason, PoolConfig, PoolSnapshot, SharePolicy, SLOT_TERM,
+    CheckoutError, CloseReason, EventKind, PoolConfig, PoolSnapshot, SharePolicy, SLOT_TERM,
 };
 
 fn closes(snap: &PoolSnapshot, reason: CloseReason) -> u64 {
@@ -260,5 +260,41 @@ async fn many_shared_callers_on_a_cold_pool_open_every_connection_and_all_finish
     let snap = pool.snapshot();
     assert_eq!((snap.in_use, snap.sharing, snap.waiters), (0, 0, 0));
     assert_eq!((snap.checkouts.ok, snap.checkouts.timeout), (64 * 20, 0));
+    sup.shutdown().await.unwrap();
+}
+
+/// Leak detection sees each caller on a shared connection: the one that holds its place
+/// past `leak_threshold` is reported with its own call site, the one that left in time
+/// is not (the first caller's lease comes from the connection's own).
+#[tokio::test(start_paused = true)]
+async fn a_caller_holding_a_shared_connection_too_long_is_reported_with_its_call_site() {
+    let cfg = PoolConfig::default()
+        .max_size(1)
+        .max_shares(4)
+        .leak_threshold(Some(Duration::from_secs(1)));
+    let (sup, pool, _mock) = one_pool(cfg).await;
+    let mut events = sup.subscribe();
+    let first_line = line!() + 1;
+    let first = pool.checkout_shared().await.unwrap();
+    let line = line!() + 1;
+    let second = pool.checkout_shared().await.unwrap();
+    assert_eq!(first.id(), second.id());
+    drop(first);
+    let mut leaks = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            let e = events.recv().await.unwrap();
+            if let EventKind::LeakSuspected { location, .. } = e.kind {
+                leaks.push(location);
+            }
+        }
+    })
+    .await;
+    assert_eq!(leaks.len(), 1, "{leaks:?}");
+    assert!(
+        leaks[0].starts_with(&format!("{}:{line}:", file!())),
+        "{leaks:?} (first caller at line {first_line})"
+    );
+    drop(second);
     sup.shutdown().await.unwrap();
 }

@@ -129,7 +129,9 @@ impl<M: ManageConnection> PoolHandle<M> {
             loop {
                 match self.shared.take(location, true) {
                     Take::Ready(conn) => return Ok(self.shared.share(conn)),
-                    Take::Share(slot) => return Ok(Shared::join(slot, self.shared.clone())),
+                    Take::Share(slot, lease) => {
+                        return Ok(Shared::join(slot, self.shared.clone(), lease))
+                    }
                     Take::Fail(err) => return Err(err),
                     Take::Wait(_) => unreachable!("shared checkouts never join the queue"),
                     Take::ShareWait => {
@@ -153,7 +155,7 @@ impl<M: ManageConnection> PoolHandle<M> {
     ) -> Result<Pooled<M>, CheckoutError> {
         let rx = match self.shared.take(location, false) {
             Take::Ready(conn) => return Ok(Pooled::new(conn, self.shared.clone())),
-            Take::Share(_) | Take::ShareWait => {
+            Take::Share(..) | Take::ShareWait => {
                 unreachable!("only shared checkouts are given a share")
             }
             Take::Fail(err) => return Err(err),

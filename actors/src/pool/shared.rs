@@ -66,8 +66,9 @@ pub(crate) struct State<C: Send + 'static> {
 /// What a checkout attempt found.
 pub(crate) enum Take<C: Send + 'static> {
     Ready(Conn<C>),
-    /// A place on a connection in shared use (shared checkouts only).
-    Share(AnySlot),
+    /// A place on a connection in shared use (shared checkouts only), with its lease id
+    /// when leak detection is on.
+    Share(AnySlot, Option<u64>),
     /// Wait on `share_ready`, then try again (shared checkouts only; counted in
     /// `shared_waiting`).
     ShareWait,
@@ -346,7 +347,8 @@ impl<M: ManageConnection> PoolShared<M> {
             None if slot.is_some() => {
                 st.stats.checkouts_ok += 1;
                 st.stats.wait.record(Duration::ZERO);
-                Take::Share(slot.expect("checked"))
+                let lease = self.open_lease(&mut st, now, location);
+                Take::Share(slot.expect("checked"), lease)
             }
             None if st.health == Health::Down && st.validating == 0 => {
                 st.stats.unavailable += 1;
@@ -578,6 +580,27 @@ impl<M: ManageConnection> PoolShared<M> {
         if !sent {
             self.state.lock().nudged = false;
         }
+    }
+
+    /// Records a lease for one caller on a shared connection (lock held), when leak
+    /// detection is on: its id, distinct from every connection's.
+    pub(crate) fn open_lease(
+        &self,
+        st: &mut State<M::Connection>,
+        since: Instant,
+        location: &'static Location<'static>,
+    ) -> Option<u64> {
+        let leases = st.leases.as_mut()?;
+        let id = self.next_id();
+        leases.insert(
+            id,
+            Lease {
+                since,
+                location,
+                reported: false,
+            },
+        );
+        Some(id)
     }
 
     fn next_id(&self) -> u64 {

@@ -74,6 +74,8 @@ where
 {
     slot: Option<Arc<Slot<M::Connection>>>,
     shared: Arc<PoolShared<M>>,
+    /// This caller's lease (leak detection on).
+    lease: Option<u64>,
 }
 
 impl<M: ManageConnection> Shared<M>
@@ -117,10 +119,11 @@ where
     M::Connection: Sync,
 {
     /// A place on `slot`, which `pick_slot` gave under the lock.
-    pub(crate) fn join(slot: AnySlot, shared: Arc<PoolShared<M>>) -> Shared<M> {
+    pub(crate) fn join(slot: AnySlot, shared: Arc<PoolShared<M>>, lease: Option<u64>) -> Shared<M> {
         Shared {
             slot: Some(Self::downcast(slot)),
             shared,
+            lease,
         }
     }
 
@@ -146,6 +149,9 @@ where
         let ptr = Arc::as_ptr(&slot);
         let last = {
             let mut st = self.shared.state.lock();
+            if let (Some(id), Some(leases)) = (self.lease, st.leases.as_mut()) {
+                leases.remove(&id);
+            }
             drop(slot);
             let at = st
                 .slots
@@ -245,17 +251,17 @@ where
             retired: parking_lot::Mutex::new(None),
             closed_to_new: AtomicBool::new(false),
         });
-        {
+        let lease = {
             let mut st = self.state.lock();
-            // Leak reports are for exclusive holds; a slot's callers come and go.
-            if let Some(leases) = st.leases.as_mut() {
-                leases.remove(&slot.conn.id);
-            }
+            // Leases are per caller: the connection's own becomes this first caller's.
+            let first = st.leases.as_mut().and_then(|l| l.remove(&slot.conn.id));
             st.slots.push(slot.clone() as AnySlot);
-        }
+            first.and_then(|l| self.open_lease(&mut st, l.since, l.location))
+        };
         Shared {
             slot: Some(slot),
             shared: self.clone(),
+            lease,
         }
     }
 }
