@@ -298,3 +298,30 @@ async fn a_caller_holding_a_shared_connection_too_long_is_reported_with_its_call
     drop(second);
     sup.shutdown().await.unwrap();
 }
+
+/// The hold-time histogram records each shared caller's own hold, once per checkout,
+/// not the connection's stretch in shared use.
+#[tokio::test(start_paused = true)]
+async fn hold_times_are_recorded_per_shared_caller() {
+    let cfg = PoolConfig::default().max_size(1).max_shares(4);
+    let (sup, pool, _mock) = one_pool(cfg).await;
+    let long = pool.checkout_shared().await.unwrap();
+    for _ in 0..3 {
+        let short = pool.checkout_shared().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        drop(short);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(long);
+    let snap = pool.snapshot();
+    assert_eq!(snap.checkouts.ok, 4);
+    assert_eq!(snap.hold.count, 4, "{:?}", snap.hold);
+    // Three holds of 10 ms and one of 130 ms (12 % histogram resolution).
+    assert!(
+        snap.hold.max >= Duration::from_millis(120),
+        "{:?}",
+        snap.hold
+    );
+    assert!(snap.hold.p50 < Duration::from_millis(20), "{:?}", snap.hold);
+    sup.shutdown().await.unwrap();
+}

@@ -508,13 +508,24 @@ impl<M: ManageConnection> PoolShared<M> {
 
     /// A caller gives a connection back (from `Pooled`'s drop). `close` is set when the
     /// caller already knows it must not be reused.
-    pub(crate) fn put_back(&self, mut conn: Conn<M::Connection>, close: Option<CloseReason>) {
+    pub(crate) fn put_back(&self, conn: Conn<M::Connection>, close: Option<CloseReason>) {
+        self.give_back(conn, close, true);
+    }
+
+    /// A connection back from shared use; its callers recorded their holds themselves.
+    pub(crate) fn put_back_shared(&self, conn: Conn<M::Connection>, close: Option<CloseReason>) {
+        self.give_back(conn, close, false);
+    }
+
+    fn give_back(&self, mut conn: Conn<M::Connection>, close: Option<CloseReason>, hold: bool) {
         let now = Instant::now();
         let mut st = self.state.lock();
         st.lent -= 1;
-        st.stats
-            .hold
-            .record(now.saturating_duration_since(conn.lent_at));
+        if hold {
+            st.stats
+                .hold
+                .record(now.saturating_duration_since(conn.lent_at));
+        }
         if let Some(leases) = st.leases.as_mut() {
             leases.remove(&conn.id);
         }

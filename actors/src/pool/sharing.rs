@@ -76,6 +76,8 @@ where
     shared: Arc<PoolShared<M>>,
     /// This caller's lease (leak detection on).
     lease: Option<u64>,
+    /// When this caller got its place (for the hold-time histogram).
+    since: Instant,
 }
 
 impl<M: ManageConnection> Shared<M>
@@ -124,6 +126,7 @@ where
             slot: Some(Self::downcast(slot)),
             shared,
             lease,
+            since: Instant::now(),
         }
     }
 
@@ -147,8 +150,12 @@ where
             slot.retire(CloseReason::Panicked);
         }
         let ptr = Arc::as_ptr(&slot);
+        let now = Instant::now();
         let last = {
             let mut st = self.shared.state.lock();
+            st.stats
+                .hold
+                .record(now.saturating_duration_since(self.since));
             if let (Some(id), Some(leases)) = (self.lease, st.leases.as_mut()) {
                 leases.remove(&id);
             }
@@ -181,7 +188,7 @@ where
                 .has_broken(conn.get_mut())
                 .then_some(CloseReason::Broken)
         });
-        self.shared.put_back(conn, close);
+        self.shared.put_back_shared(conn, close);
     }
 }
 
@@ -259,6 +266,7 @@ where
             first.and_then(|l| self.open_lease(&mut st, l.since, l.location))
         };
         Shared {
+            since: slot.conn.lent_at,
             slot: Some(slot),
             shared: self.clone(),
             lease,
