@@ -53,6 +53,12 @@ fn upper_bound(idx: usize) -> u64 {
 
 impl Histogram {
     pub(crate) fn record(&mut self, d: Duration) {
+        if d.is_zero() {
+            // Every checkout that found a connection ready: keep it cheap.
+            self.counts[0] += 1;
+            self.count += 1;
+            return;
+        }
         let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         self.counts[index(ns)] += 1;
         self.count += 1;

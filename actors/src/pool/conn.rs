@@ -22,7 +22,12 @@ pub(crate) type Closer<C> =
 /// freed only when the closer is done, so that a new connection elsewhere never overlaps
 /// one the server still counts. It is only ever dropped after its pool took it off its
 /// count (under the lock) and outside the lock.
-pub(crate) struct Conn<C: Send + 'static> {
+pub(crate) struct Conn<C: Send + 'static>(Box<Parts<C>>);
+
+/// What a [`Conn`] holds, boxed: a connection moves between the idle set, the caller's
+/// guard and the waiters several times per checkout, and a pointer moves cheaper than
+/// the driver's connection plus its bookkeeping.
+pub(crate) struct Parts<C: Send + 'static> {
     conn: Option<C>,
     pub(crate) id: u64,
     pub(crate) expires_at: Option<Instant>,
@@ -47,7 +52,7 @@ impl<C: Send + 'static> Conn<C> {
         // Up to 10 % earlier than max_lifetime, so connections opened together do not all
         // expire together.
         let expires_at = max_lifetime.map(|l| now + l.mul_f64(1.0 - fastrand::f64() * 0.1));
-        Conn {
+        Conn(Box::new(Parts {
             conn: Some(conn),
             id,
             expires_at,
@@ -56,9 +61,24 @@ impl<C: Send + 'static> Conn<C> {
             location: Location::caller(),
             permit: Some(permit),
             closer,
-        }
+        }))
     }
+}
 
+impl<C: Send + 'static> std::ops::Deref for Conn<C> {
+    type Target = Parts<C>;
+    fn deref(&self) -> &Parts<C> {
+        &self.0
+    }
+}
+
+impl<C: Send + 'static> std::ops::DerefMut for Conn<C> {
+    fn deref_mut(&mut self) -> &mut Parts<C> {
+        &mut self.0
+    }
+}
+
+impl<C: Send + 'static> Parts<C> {
     pub(crate) fn expired(&self, now: Instant) -> bool {
         self.expires_at.is_some_and(|t| t <= now)
     }
@@ -72,7 +92,7 @@ impl<C: Send + 'static> Conn<C> {
     }
 }
 
-impl<C: Send + 'static> Drop for Conn<C> {
+impl<C: Send + 'static> Drop for Parts<C> {
     fn drop(&mut self) {
         let (Some(conn), Some(closer)) = (self.conn.take(), self.closer.take()) else {
             return; // dropped at once; the permit goes with it

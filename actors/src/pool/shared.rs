@@ -247,7 +247,7 @@ impl<M: ManageConnection> PoolShared<M> {
         match self.config.validation {
             Validation::Always => true,
             Validation::Never => false,
-            Validation::IfIdleFor(d) => now.saturating_duration_since(conn.idle_since) > d,
+            Validation::IfIdleFor(d) => conn.idle_since.checked_add(d).is_some_and(|t| now > t),
         }
     }
 
@@ -483,7 +483,7 @@ impl<M: ManageConnection> PoolShared<M> {
             st.stats.closed(CloseReason::Resized);
             return Some((conn, CloseReason::Resized));
         }
-        while let Some(waiter) = st.waiters.pop() {
+        while let Some(waiter) = (st.waiters.live() > 0).then(|| st.waiters.pop()).flatten() {
             self.lend(st, &mut conn, now, now - waiter.since, waiter.location);
             match waiter.tx.send(Ok(conn)) {
                 Ok(()) => return None,
