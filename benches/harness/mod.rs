@@ -280,7 +280,8 @@ pub fn print_ratios(title: &str, cases: &[(usize, usize)], meds: &[Vec<Outcome>]
     }
 }
 
-/// Ratios for the contender at index 6, `poolvisor shared` (see the benches' lists).
+/// Ratios for the contenders at index 6 and 7, `poolvisor shared` spread and packed (see
+/// the benches' lists).
 pub fn print_shared_ratios(title: &str, cases: &[(usize, usize)], meds: &[Vec<Outcome>]) {
     println!("\n{title}");
     for (c, &(tasks, size)) in cases.iter().enumerate() {

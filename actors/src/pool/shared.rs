@@ -282,7 +282,8 @@ impl<M: ManageConnection> PoolShared<M> {
     /// before us; else a place in the queue; else an error.
     ///
     /// A shared checkout (`share`) that finds no idle connection takes a place on a
-    /// connection in shared use with room, if there is one and nobody waits.
+    /// connection in shared use with room, if there is one and nobody waits; with
+    /// `SharePolicy::Pack` it tries such a place before the idle connections.
     pub(crate) fn take(
         self: &Arc<Self>,
         location: &'static Location<'static>,
@@ -483,7 +484,11 @@ impl<M: ManageConnection> PoolShared<M> {
             st.stats.closed(CloseReason::Resized);
             return Some((conn, CloseReason::Resized));
         }
-        while let Some(waiter) = (st.waiters.live() > 0).then(|| st.waiters.pop()).flatten() {
+        // (`live` first: the common return finds nobody waiting.)
+        while st.waiters.live() > 0 {
+            let Some(waiter) = st.waiters.pop() else {
+                break;
+            };
             self.lend(st, &mut conn, now, now - waiter.since, waiter.location);
             match waiter.tx.send(Ok(conn)) {
                 Ok(()) => return None,
