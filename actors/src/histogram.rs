@@ -1,6 +1,9 @@
 //! A small log-linear latency histogram (8 sub-buckets per power of two, about 12 %
-//! relative error), updated under the pool's lock and read by the metrics actor.
+//! relative error), kept per recording thread by `pool::recorder` and summed for
+//! snapshots.
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -10,24 +13,6 @@ const SUB: u64 = 1 << SUB_BITS;
 /// Values up to 2^40 ns (18 minutes) are kept apart; longer ones share the last bucket.
 const MAX_EXP: u32 = 40;
 const BUCKETS: usize = ((MAX_EXP - SUB_BITS + 2) as usize) * SUB as usize;
-
-pub(crate) struct Histogram {
-    counts: Box<[u64; BUCKETS]>,
-    count: u64,
-    sum_ns: u128,
-    max_ns: u64,
-}
-
-impl Default for Histogram {
-    fn default() -> Self {
-        Histogram {
-            counts: Box::new([0; BUCKETS]),
-            count: 0,
-            sum_ns: 0,
-            max_ns: 0,
-        }
-    }
-}
 
 fn index(ns: u64) -> usize {
     if ns < SUB {
@@ -51,19 +36,84 @@ fn upper_bound(idx: usize) -> u64 {
     low + (1u64 << (exp - SUB_BITS)) - 1
 }
 
-impl Histogram {
-    pub(crate) fn record(&mut self, d: Duration) {
-        if d.is_zero() {
+/// The samples of a histogram, written by the threads that record them while the
+/// metrics actor reads them.
+///
+/// A writer that owns it (`exclusive`: no other thread writes it) updates it with plain
+/// loads and stores, which cost a fraction of an atomic add; others use atomic adds. A
+/// reader may see a sample's bucket before its sum, never a torn number.
+#[derive(Default)]
+pub(crate) struct AtomicHistogram {
+    /// Allocated at the first sample (most of a pool's shards never get one).
+    counts: OnceLock<Box<[AtomicU64]>>,
+    sum_ns: AtomicU64,
+    max_ns: AtomicU64,
+}
+
+/// Adds `n`.
+fn bump(cell: &AtomicU64, n: u64, exclusive: bool) {
+    if exclusive {
+        cell.store(cell.load(Relaxed).wrapping_add(n), Relaxed);
+    } else {
+        cell.fetch_add(n, Relaxed);
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl AtomicHistogram {
+    fn counts(&self) -> &[AtomicU64] {
+        self.counts
+            .get_or_init(|| (0..BUCKETS).map(|_| AtomicU64::new(0)).collect())
+    }
+
+    pub(crate) fn record(&self, d: Duration, exclusive: bool) {
+        let ns = nanos(d);
+        bump(&self.counts()[index(ns)], 1, exclusive);
+        if ns == 0 {
             // Every checkout that found a connection ready: keep it cheap.
-            self.counts[0] += 1;
-            self.count += 1;
             return;
         }
-        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        self.counts[index(ns)] += 1;
-        self.count += 1;
-        self.sum_ns += ns as u128;
-        self.max_ns = self.max_ns.max(ns);
+        bump(&self.sum_ns, ns, exclusive);
+        if exclusive {
+            if ns > self.max_ns.load(Relaxed) {
+                self.max_ns.store(ns, Relaxed);
+            }
+        } else {
+            self.max_ns.fetch_max(ns, Relaxed);
+        }
+    }
+}
+
+/// Samples summed from `AtomicHistogram`s, for a snapshot.
+#[derive(Default, Clone)]
+pub(crate) struct Histogram {
+    /// Empty while no sample was added.
+    counts: Vec<u64>,
+    count: u64,
+    sum_ns: u128,
+    max_ns: u64,
+}
+
+impl Histogram {
+    /// Adds `other`'s samples to these.
+    pub(crate) fn add(&mut self, other: &AtomicHistogram) {
+        let Some(theirs) = other.counts.get() else {
+            return;
+        };
+        if self.counts.is_empty() {
+            self.counts = vec![0; BUCKETS];
+        }
+        for (mine, theirs) in self.counts.iter_mut().zip(theirs.iter()) {
+            let c = theirs.load(Relaxed);
+            *mine += c;
+            // The count is the buckets' sum, so that quantiles always add up.
+            self.count += c;
+        }
+        self.sum_ns += u128::from(other.sum_ns.load(Relaxed));
+        self.max_ns = self.max_ns.max(other.max_ns.load(Relaxed));
     }
 
     /// Counts per bucket at these upper bounds (seconds, increasing), the last bucket
@@ -153,10 +203,12 @@ mod tests {
 
     #[test]
     fn buckets_count_every_sample_once() {
-        let mut h = Histogram::default();
+        let a = AtomicHistogram::default();
         for us in [50u64, 200, 900, 5_000, 2_000_000] {
-            h.record(Duration::from_micros(us));
+            a.record(Duration::from_micros(us), true);
         }
+        let mut h = Histogram::default();
+        h.add(&a);
         let b = h.buckets(&[0.0001, 0.001, 0.01]);
         assert_eq!(b.iter().map(|x| x.1).sum::<u64>(), 5);
         assert_eq!(b[0], (0.0001, 1));
@@ -165,13 +217,16 @@ mod tests {
 
     #[test]
     fn quantiles_are_within_bucket_error() {
-        let mut h = Histogram::default();
+        let a = AtomicHistogram::default();
         for us in 1..=1000u64 {
-            h.record(Duration::from_micros(us));
+            a.record(Duration::from_micros(us), us % 2 == 0);
         }
+        let mut h = Histogram::default();
+        h.add(&a);
         let s = h.summary();
         assert_eq!(s.count, 1000);
         assert_eq!(s.max, Duration::from_micros(1000));
+        assert_eq!(s.mean, Duration::from_nanos(500_500));
         let p50 = s.p50.as_secs_f64() * 1e6;
         let p99 = s.p99.as_secs_f64() * 1e6;
         assert!((500.0..=500.0 * 1.13).contains(&p50), "p50 {p50}");

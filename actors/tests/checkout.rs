@@ -183,6 +183,64 @@ async fn dropping_checkouts_at_random_points_accounts_for_every_connection() {
     sup.shutdown().await.unwrap();
 }
 
+/// Two workers; callers that give up at random points, many of them while a connection
+/// is on its way to them (a returning task picks the waiter under the pool lock and
+/// sends after releasing it, so a waiter can leave in between). Every connection comes
+/// back, the queue empties, and the pool counted exactly the checkouts callers got.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_leaving_while_served_on_another_thread_lose_nothing() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let cfg = PoolConfig::default()
+        .max_size(2)
+        .min_idle(2)
+        .max_waiters(1_000);
+    let (sup, pool, mock) = one_pool(cfg).await;
+    let got = Arc::new(AtomicU64::new(0));
+    let left = Arc::new(AtomicU64::new(0));
+    let tasks: Vec<_> = (0..32u64)
+        .map(|seed| {
+            let (pool, got, left) = (pool.clone(), got.clone(), left.clone());
+            tokio::spawn(async move {
+                let mut rng = fastrand::Rng::with_seed(seed);
+                for _ in 0..3_000 {
+                    let patience = rng.u32(0..4);
+                    tokio::select! {
+                        biased;
+                        conn = pool.checkout() => {
+                            let conn = conn.expect("checkout");
+                            got.fetch_add(1, Ordering::Relaxed);
+                            // Held across a yield, so that others queue.
+                            tokio::task::yield_now().await;
+                            drop(conn);
+                        }
+                        // Gives up after a few polls of the checkout.
+                        _ = async {
+                            for _ in 0..patience {
+                                tokio::task::yield_now().await;
+                            }
+                        } => {
+                            left.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let snap = pool.snapshot();
+    let (got, left) = (got.load(Ordering::Relaxed), left.load(Ordering::Relaxed));
+    assert!(left > 1_000 && got > 1_000, "got {got}, gave up {left}");
+    assert_eq!((snap.in_use, snap.waiters), (0, 0), "{snap:?}");
+    assert_eq!((snap.open, snap.idle), (2, 2), "{snap:?}");
+    assert_eq!(mock.live(), 2);
+    assert_eq!(snap.checkouts.ok, got, "{snap:?}");
+    assert_eq!(snap.wait.count, got);
+    assert_eq!(snap.hold.count, got);
+    sup.shutdown().await.unwrap();
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_panic_while_holding_closes_the_connection() {
     let (sup, pool, mock) = one_pool(PoolConfig::default().max_size(1)).await;

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::conn::Conn;
 use super::pooled::Pooled;
-use super::shared::{PoolShared, Take};
+use super::shared::{PoolShared, Queued, Take};
 use super::sharing::Shared;
 use super::stats::PoolSnapshot;
 use super::status::PoolStatus;
@@ -133,7 +133,7 @@ impl<M: ManageConnection> PoolHandle<M> {
                         return Ok(Shared::join(slot, self.shared.clone(), lease))
                     }
                     Take::Fail(err) => return Err(err),
-                    Take::Wait(_) => unreachable!("shared checkouts never join the queue"),
+                    Take::Wait(..) => unreachable!("shared checkouts never join the queue"),
                     Take::ShareWait => {
                         // `take` counted this caller in `shared_waiting` under the lock, so
                         // whoever frees a place from then on wakes a waiter: this one, or
@@ -153,15 +153,15 @@ impl<M: ManageConnection> PoolHandle<M> {
         &self,
         location: &'static Location<'static>,
     ) -> Result<Pooled<M>, CheckoutError> {
-        let rx = match self.shared.take(location, false) {
+        let queued = match self.shared.take(location, false) {
             Take::Ready(conn) => return Ok(Pooled::new(conn, self.shared.clone())),
             Take::Share(..) | Take::ShareWait => {
                 unreachable!("only shared checkouts are given a share")
             }
             Take::Fail(err) => return Err(err),
-            Take::Wait(rx) => rx,
+            Take::Wait(queued) => queued,
         };
-        let conn = self.wait(rx).await?;
+        let conn = self.wait(queued).await?;
         Ok(Pooled::new(conn, self.shared.clone()))
     }
 
@@ -169,11 +169,13 @@ impl<M: ManageConnection> PoolHandle<M> {
     /// `Timeout` once `checkout_timeout` has passed (one timer per pool, not per waiter).
     async fn wait(
         &self,
-        rx: oneshot::Receiver<Delivery<M::Connection>>,
+        queued: Queued<M::Connection>,
     ) -> Result<Conn<M::Connection>, CheckoutError> {
+        let Queued { rx, seq, since } = queued;
         let mut wait = Wait {
             shared: &self.shared,
             rx: Some(rx),
+            seq,
         };
         let rx = wait.rx.as_mut().expect("set above");
         let delivery = match rx.await {
@@ -184,7 +186,13 @@ impl<M: ManageConnection> PoolHandle<M> {
             }),
         };
         wait.rx = None;
-        delivery
+        let conn = delivery?;
+        // Recorded here, not by whoever handed it over: a caller that left before the
+        // connection reached it did not check out.
+        self.shared
+            .recorder
+            .checkout(conn.lent_at.saturating_duration_since(since));
+        Ok(conn)
     }
 }
 
@@ -202,13 +210,15 @@ impl<M: ManageConnection> Drop for SharedWaiting<'_, M> {
 struct Wait<'a, M: ManageConnection> {
     shared: &'a Arc<PoolShared<M>>,
     rx: Option<oneshot::Receiver<Delivery<M::Connection>>>,
+    /// Its place in the queue.
+    seq: u64,
 }
 
 impl<M: ManageConnection> Drop for Wait<'_, M> {
     fn drop(&mut self) {
         if let Some(mut rx) = self.rx.take() {
-            if let Some(Ok(conn)) = self.shared.cancel_wait(&mut rx) {
-                self.shared.put_back(conn, None);
+            if let Some(Ok(conn)) = self.shared.cancel_wait(&mut rx, self.seq) {
+                self.shared.put_back_unused(conn);
             }
         }
     }

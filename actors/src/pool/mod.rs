@@ -7,6 +7,7 @@ pub(crate) mod conn;
 pub(crate) mod control;
 pub(crate) mod handle;
 pub(crate) mod pooled;
+pub(crate) mod recorder;
 pub(crate) mod shared;
 pub(crate) mod sharing;
 pub(crate) mod stats;

@@ -11,6 +11,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bb8::ManageConnection;
+use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 use ractor::ActorRef;
 use tokio::sync::{oneshot, Notify};
@@ -19,6 +20,7 @@ use tracing::Instrument;
 
 use super::actor::PoolMsg;
 use super::conn::{Closer, Conn};
+use super::recorder::Recorder;
 use super::sharing::AnySlot;
 use super::stats::{CheckoutCounts, CloseReason, PoolSnapshot, Stats, LATENCY_BUCKETS};
 use super::status::{Admin, Health, PoolStatus};
@@ -72,8 +74,31 @@ pub(crate) enum Take<C: Send + 'static> {
     /// Wait on `share_ready`, then try again (shared checkouts only; counted in
     /// `shared_waiting`).
     ShareWait,
-    Wait(oneshot::Receiver<Delivery<C>>),
+    /// A place in the queue.
+    Wait(Queued<C>),
     Fail(CheckoutError),
+}
+
+/// A caller's place in the queue.
+pub(crate) struct Queued<C: Send + 'static> {
+    pub(crate) rx: oneshot::Receiver<Delivery<C>>,
+    /// Its place in arrival order (for `cancel_wait`).
+    pub(crate) seq: u64,
+    /// When it joined.
+    pub(crate) since: Instant,
+}
+
+/// Where `hand_over` sent a connection; `complete` finishes it outside the lock.
+#[must_use]
+pub(crate) enum Handed<C: Send + 'static> {
+    /// Into the idle set.
+    Kept,
+    /// To the oldest waiter, already counted as lent to it: still to be sent, so that
+    /// the wake is not paid under the lock. (The waiter records its checkout when it
+    /// gets the connection.)
+    Deliver(Waiter<C>, Conn<C>),
+    /// Off the count (the pool no longer lends, or it shrank): to be dropped.
+    Close(Conn<C>),
 }
 
 /// An idle connection moved out of the idle set on the way.
@@ -91,7 +116,9 @@ pub(crate) struct PoolShared<M: ManageConnection> {
     pub(crate) config: PoolConfig,
     /// Set for managers that can tell when the server let go of a closed connection.
     closer: Option<Closer<M::Connection>>,
-    pub(crate) state: Mutex<State<M::Connection>>,
+    /// On cache lines of its own: both cores write it under load, while the fields
+    /// around it are only read.
+    pub(crate) state: CachePadded<Mutex<State<M::Connection>>>,
     /// The live pool actor, replaced on restart; handles never hold it.
     pub(crate) actor: Mutex<Option<ActorRef<PoolMsg>>>,
     pub(crate) events: EventBus,
@@ -103,6 +130,8 @@ pub(crate) struct PoolShared<M: ManageConnection> {
     pub(crate) share_ready: Notify,
     /// Wakes the sweeper when the waiter queue stops being empty (and when the pool goes).
     sweeper: Arc<Notify>,
+    /// Checkouts, wait and hold times, recorded outside the lock.
+    pub(crate) recorder: Recorder,
     next_id: AtomicU64,
 }
 
@@ -153,13 +182,14 @@ impl<M: ManageConnection> PoolShared<M> {
             manager,
             config,
             closer,
-            state: Mutex::new(state),
+            state: CachePadded::new(Mutex::new(state)),
             actor: Mutex::new(None),
             events,
             budget,
             settled: Notify::new(),
             share_ready: Notify::new(),
             sweeper: Arc::new(Notify::new()),
+            recorder: Recorder::default(),
             next_id: AtomicU64::new(1),
         });
         let listener: Arc<dyn BudgetListener> = shared.clone();
@@ -252,18 +282,18 @@ impl<M: ManageConnection> PoolShared<M> {
     }
 
     /// Bookkeeping for a connection about to be lent (lock held).
+    /// (The checkout itself is recorded outside the lock, in `recorder`.)
     fn lend(
         &self,
         st: &mut State<M::Connection>,
         conn: &mut Conn<M::Connection>,
         now: Instant,
-        waited: Duration,
         location: &'static Location<'static>,
     ) {
         st.lent += 1;
-        st.stats.checkouts_ok += 1;
-        st.stats.peak_lent = st.stats.peak_lent.max(st.lent);
-        st.stats.wait.record(waited);
+        if st.lent > st.stats.peak_lent {
+            st.stats.peak_lent = st.lent;
+        }
         conn.lent_at = now;
         conn.location = location;
         if let Some(leases) = st.leases.as_mut() {
@@ -330,7 +360,7 @@ impl<M: ManageConnection> PoolShared<M> {
                     stale.push(Stale::Validate(conn));
                     break;
                 } else {
-                    self.lend(&mut st, &mut conn, now, Duration::ZERO, location);
+                    self.lend(&mut st, &mut conn, now, location);
                     found = Some(conn);
                     break;
                 }
@@ -346,8 +376,6 @@ impl<M: ManageConnection> PoolShared<M> {
         let outcome = match found {
             Some(conn) => Take::Ready(conn),
             None if slot.is_some() => {
-                st.stats.checkouts_ok += 1;
-                st.stats.wait.record(Duration::ZERO);
                 let lease = self.open_lease(&mut st, now, location);
                 Take::Share(slot.expect("checked"), lease)
             }
@@ -378,21 +406,24 @@ impl<M: ManageConnection> PoolShared<M> {
             None => {
                 let (tx, rx) = oneshot::channel();
                 wake_sweeper = st.waiters.live() == 0;
-                st.waiters.push(Waiter {
-                    tx,
-                    since: now,
-                    location,
-                });
+                let seq = st.waiters.push(Waiter::new(tx, now, location));
                 self.feed_validations(&mut st, now, &mut stale);
                 // The actor only needs to hear of it if it could open a connection.
                 if !st.nudged && st.open + st.connecting < st.max_size {
                     st.nudged = true;
                     nudge = true;
                 }
-                Take::Wait(rx)
+                Take::Wait(Queued {
+                    rx,
+                    seq,
+                    since: now,
+                })
             }
         };
         drop(st);
+        if matches!(outcome, Take::Ready(_) | Take::Share(..)) {
+            self.recorder.checkout(Duration::ZERO);
+        }
         if wake_sweeper {
             self.sweeper.notify_one();
         }
@@ -451,70 +482,97 @@ impl<M: ManageConnection> PoolShared<M> {
     pub(crate) fn cancel_wait(
         &self,
         rx: &mut oneshot::Receiver<Delivery<M::Connection>>,
+        seq: u64,
     ) -> Option<Delivery<M::Connection>> {
         let mut st = self.state.lock();
         rx.close();
         match rx.try_recv() {
             Ok(delivery) => Some(delivery),
             Err(_) => {
-                st.waiters.cancelled();
+                st.waiters.cancelled(seq);
                 None
             }
         }
     }
 
-    /// Gives a connection to the oldest waiter, or to the idle set. Returns it if the pool
-    /// no longer lends (it must then be closed by the caller, outside the lock).
+    /// Gives a connection to the oldest waiter, or to the idle set, or takes it off the
+    /// count if the pool no longer lends (lock held). The caller passes the result to
+    /// `complete` once the lock is released.
     fn hand_over(
         &self,
         st: &mut State<M::Connection>,
         mut conn: Conn<M::Connection>,
         now: Instant,
-    ) -> Option<(Conn<M::Connection>, CloseReason)> {
+    ) -> Handed<M::Connection> {
         match st.admin {
             Admin::Running | Admin::Paused => {}
             Admin::Draining | Admin::Drained | Admin::ShutDown | Admin::Failed { .. } => {
                 st.open -= 1;
                 st.stats.closed(CloseReason::Shutdown);
-                return Some((conn, CloseReason::Shutdown));
+                return Handed::Close(conn);
             }
         }
         if st.open > st.max_size {
             st.open -= 1;
             st.stats.closed(CloseReason::Resized);
-            return Some((conn, CloseReason::Resized));
+            return Handed::Close(conn);
         }
         // (`live` first: the common return finds nobody waiting.)
-        while st.waiters.live() > 0 {
-            let Some(waiter) = st.waiters.pop() else {
-                break;
-            };
-            self.lend(st, &mut conn, now, now - waiter.since, waiter.location);
-            match waiter.tx.send(Ok(conn)) {
-                Ok(()) => return None,
-                Err(Ok(back)) => {
-                    // The receiver vanished without the cancel protocol; undo and go on.
-                    conn = back;
-                    st.lent -= 1;
-                    st.stats.checkouts_ok -= 1;
-                    if let Some(leases) = st.leases.as_mut() {
-                        leases.remove(&conn.id);
-                    }
-                }
-                Err(Err(_)) => unreachable!("we sent Ok"),
+        if st.waiters.live() > 0 {
+            if let Some(waiter) = st.waiters.pop() {
+                self.lend(st, &mut conn, now, waiter.location);
+                return Handed::Deliver(waiter, conn);
             }
         }
         st.idle.push(conn);
         if st.shared_waiting > 0 {
             self.share_ready.notify_one();
         }
-        None
+        Handed::Kept
+    }
+
+    /// Finishes a `hand_over` after the lock is released.
+    ///
+    /// A waiter chosen under the lock may give up before the send reaches it: its cancel
+    /// (`cancel_wait`) then finds nothing and leaves the count to us, and the send fails
+    /// and gives the connection back. Its lend is undone and the connection goes to the
+    /// next waiter, so it is never lost.
+    pub(crate) fn complete(&self, mut handed: Handed<M::Connection>) {
+        loop {
+            match handed {
+                Handed::Kept => return,
+                Handed::Close(conn) => {
+                    drop(conn);
+                    self.after_close();
+                    return;
+                }
+                Handed::Deliver(waiter, conn) => {
+                    let back = match waiter.tx.send(Ok(conn)) {
+                        Ok(()) => return,
+                        Err(Ok(back)) => back,
+                        Err(Err(_)) => unreachable!("we sent Ok"),
+                    };
+                    let now = Instant::now();
+                    let mut st = self.state.lock();
+                    st.lent -= 1;
+                    if let Some(leases) = st.leases.as_mut() {
+                        leases.remove(&back.id);
+                    }
+                    handed = self.hand_over(&mut st, back, now);
+                }
+            }
+        }
     }
 
     /// A caller gives a connection back (from `Pooled`'s drop). `close` is set when the
     /// caller already knows it must not be reused.
     pub(crate) fn put_back(&self, conn: Conn<M::Connection>, close: Option<CloseReason>) {
         self.give_back(conn, close, true);
+    }
+
+    /// A connection delivered to a waiter that had left: back, without a hold to record.
+    pub(crate) fn put_back_unused(&self, conn: Conn<M::Connection>) {
+        self.give_back(conn, None, false);
     }
 
     /// A connection back from shared use; its callers recorded their holds themselves.
@@ -524,34 +582,32 @@ impl<M: ManageConnection> PoolShared<M> {
 
     fn give_back(&self, mut conn: Conn<M::Connection>, close: Option<CloseReason>, hold: bool) {
         let now = Instant::now();
+        if hold {
+            self.recorder
+                .hold(now.saturating_duration_since(conn.lent_at));
+        }
         let mut st = self.state.lock();
         st.lent -= 1;
-        if hold {
-            st.stats
-                .hold
-                .record(now.saturating_duration_since(conn.lent_at));
-        }
         if let Some(leases) = st.leases.as_mut() {
             leases.remove(&conn.id);
         }
         let close = close.or_else(|| conn.expired(now).then_some(CloseReason::Lifetime));
-        let doomed = match close {
+        let handed = match close {
             Some(reason) => {
                 st.open -= 1;
                 st.stats.closed(reason);
-                Some(conn)
+                Handed::Close(conn)
             }
             None => {
                 conn.idle_since = now;
-                self.hand_over(&mut st, conn, now).map(|(c, _)| c)
+                self.hand_over(&mut st, conn, now)
             }
         };
         let running = st.admin == Admin::Running;
         drop(st);
-        if let Some(conn) = doomed {
-            drop(conn);
-            self.after_close();
-        } else if !running {
+        let closing = matches!(handed, Handed::Close(_));
+        self.complete(handed);
+        if !closing && !running {
             self.settled.notify_waiters();
         }
     }
@@ -642,17 +698,14 @@ impl<M: ManageConnection> PoolShared<M> {
                     permit,
                     self.closer.clone(),
                 );
-                let doomed = {
+                let handed = {
                     let mut st = self.state.lock();
                     st.connecting -= 1;
                     st.open += 1;
                     st.stats.connects_ok += 1;
                     self.hand_over(&mut st, conn, now)
                 };
-                if let Some((conn, _)) = doomed {
-                    drop(conn);
-                    self.after_close();
-                }
+                self.complete(handed);
                 Ok(())
             }
             Ok(Err(e)) => Err(self.connect_failed(permit, redact(&format!("{e:?}")))),
@@ -691,25 +744,22 @@ impl<M: ManageConnection> PoolShared<M> {
             );
             let now = Instant::now();
             let mut next = Vec::new();
-            let doomed = {
+            let handed = {
                 let mut st = shared.state.lock();
                 st.validating -= 1;
                 if ok && !conn.expired(now) {
                     conn.idle_since = now;
-                    shared.hand_over(&mut st, conn, now).map(|(c, _)| c)
+                    shared.hand_over(&mut st, conn, now)
                 } else {
                     st.open -= 1;
                     st.stats.validations_failed += 1;
                     st.stats.closed(CloseReason::Validation);
                     // Its waiter still waits: try the next idle connection for it.
                     shared.feed_validations(&mut st, now, &mut next);
-                    Some(conn)
+                    Handed::Close(conn)
                 }
             };
-            if let Some(conn) = doomed {
-                drop(conn);
-                shared.after_close();
-            }
+            shared.complete(handed);
             if !next.is_empty() {
                 shared.dispose(next);
             }
@@ -723,6 +773,7 @@ impl<M: ManageConnection> PoolShared<M> {
 
     pub(crate) fn snapshot(&self) -> PoolSnapshot {
         let now = Instant::now();
+        let tally = self.recorder.total();
         let st = self.state.lock();
         PoolSnapshot {
             name: self.name.to_string(),
@@ -745,7 +796,7 @@ impl<M: ManageConnection> PoolShared<M> {
                 .map(|t| now.saturating_duration_since(t))
                 .unwrap_or_default(),
             checkouts: CheckoutCounts {
-                ok: st.stats.checkouts_ok,
+                ok: tally.checkouts,
                 timeout: st.stats.timeouts,
                 exhausted: st.stats.exhausted,
                 unavailable: st.stats.unavailable,
@@ -757,10 +808,10 @@ impl<M: ManageConnection> PoolShared<M> {
                 .iter()
                 .map(|&r| (r, st.stats.closes[r as usize]))
                 .collect(),
-            wait: st.stats.wait.summary(),
-            hold: st.stats.hold.summary(),
+            wait: tally.wait.summary(),
+            hold: tally.hold.summary(),
             last_error: st.last_error.as_deref().map(str::to_owned),
-            wait_buckets: st.stats.wait.buckets(&LATENCY_BUCKETS),
+            wait_buckets: tally.wait.buckets(&LATENCY_BUCKETS),
         }
     }
 }

@@ -150,12 +150,11 @@ where
             slot.retire(CloseReason::Panicked);
         }
         let ptr = Arc::as_ptr(&slot);
-        let now = Instant::now();
+        self.shared
+            .recorder
+            .hold(Instant::now().saturating_duration_since(self.since));
         let last = {
             let mut st = self.shared.state.lock();
-            st.stats
-                .hold
-                .record(now.saturating_duration_since(self.since));
             if let (Some(id), Some(leases)) = (self.lease, st.leases.as_mut()) {
                 leases.remove(&id);
             }

@@ -1,11 +1,12 @@
-//! Counters a pool keeps under its lock, and the snapshot the metrics actor reads.
+//! Counters a pool keeps under its lock (those of every checkout are in `recorder`), and
+//! the snapshot the metrics actor reads.
 
 use std::time::Duration;
 
 use serde::Serialize;
 
 use super::status::PoolStatus;
-use crate::histogram::{Histogram, LatencySummary};
+use crate::histogram::LatencySummary;
 
 /// Why a connection was closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -63,7 +64,6 @@ impl CloseReason {
 
 #[derive(Default)]
 pub(crate) struct Stats {
-    pub(crate) checkouts_ok: u64,
     pub(crate) timeouts: u64,
     pub(crate) exhausted: u64,
     pub(crate) unavailable: u64,
@@ -73,8 +73,6 @@ pub(crate) struct Stats {
     pub(crate) validations_failed: u64,
     pub(crate) closes: [u64; CloseReason::ALL.len()],
     pub(crate) peak_lent: usize,
-    pub(crate) wait: Histogram,
-    pub(crate) hold: Histogram,
 }
 
 impl Stats {

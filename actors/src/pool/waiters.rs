@@ -26,11 +26,32 @@ pub(crate) struct Waiter<C: Send + 'static> {
     pub(crate) tx: oneshot::Sender<Delivery<C>>,
     pub(crate) since: Instant,
     pub(crate) location: &'static Location<'static>,
+    /// Its place in arrival order, set by `push`.
+    seq: u64,
+}
+
+impl<C: Send + 'static> Waiter<C> {
+    pub(crate) fn new(
+        tx: oneshot::Sender<Delivery<C>>,
+        since: Instant,
+        location: &'static Location<'static>,
+    ) -> Self {
+        Waiter {
+            tx,
+            since,
+            location,
+            seq: 0,
+        }
+    }
 }
 
 pub(crate) struct Waiters<C: Send + 'static> {
     queue: VecDeque<Waiter<C>>,
     live: usize,
+    pushed: u64,
+    /// The `seq` of the last waiter `pop` returned: every waiter up to it has left the
+    /// queue.
+    served_through: u64,
 }
 
 impl<C: Send + 'static> Default for Waiters<C> {
@@ -38,6 +59,8 @@ impl<C: Send + 'static> Default for Waiters<C> {
         Waiters {
             queue: VecDeque::new(),
             live: 0,
+            pushed: 0,
+            served_through: 0,
         }
     }
 }
@@ -48,9 +71,13 @@ impl<C: Send + 'static> Waiters<C> {
         self.live
     }
 
-    pub(crate) fn push(&mut self, waiter: Waiter<C>) {
+    /// Queues a waiter; returns its place, which `cancelled` needs.
+    pub(crate) fn push(&mut self, mut waiter: Waiter<C>) -> u64 {
+        self.pushed += 1;
+        waiter.seq = self.pushed;
         self.queue.push_back(waiter);
         self.live += 1;
+        self.pushed
     }
 
     /// The oldest caller still waiting.
@@ -60,13 +87,19 @@ impl<C: Send + 'static> Waiters<C> {
                 continue;
             }
             self.live -= 1;
+            self.served_through = w.seq;
             return Some(w);
         }
         None
     }
 
-    /// A waiter still in the queue closed its receiver (under the pool lock).
-    pub(crate) fn cancelled(&mut self) {
+    /// The waiter at place `seq` closed its receiver (under the pool lock) and found
+    /// nothing delivered. If `pop` already chose it, the delivery is on its way outside
+    /// the lock and will come back to the pool when it fails; else it is counted out.
+    pub(crate) fn cancelled(&mut self, seq: u64) {
+        if seq <= self.served_through {
+            return;
+        }
         self.live -= 1;
         if self.queue.len() > 2 * self.live + 64 {
             self.queue.retain(|w| !w.tx.is_closed());
