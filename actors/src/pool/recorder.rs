@@ -74,16 +74,10 @@ struct Shard {
     hold: AtomicHistogram,
 }
 
+/// Kept inline in the pool's shared state: reaching a shard costs no pointer load.
+#[derive(Default)]
 pub(crate) struct Recorder {
-    shards: Box<[Shard]>,
-}
-
-impl Default for Recorder {
-    fn default() -> Self {
-        Recorder {
-            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
-        }
-    }
+    shards: [Shard; SHARDS],
 }
 
 impl Recorder {
