@@ -108,8 +108,35 @@ impl Recorder {
 mod tests {
     use super::*;
 
+    /// The tests here take shards; run them one at a time.
+    static SERIAL: Mutex<()> = Mutex::new(());
+
+    /// A process that starts and drops runtimes over and over (every benchmark
+    /// measurement does) must not run out of shards: a thread's goes back when it exits.
+    #[test]
+    fn exiting_threads_give_their_shard_back() {
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        for _ in 0..3 * SHARDS {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .build()
+                .unwrap();
+            let owned = rt.block_on(async {
+                let tasks: Vec<_> = (0..4).map(|_| tokio::spawn(async { writer().1 })).collect();
+                let mut owned = true;
+                for t in tasks {
+                    owned &= t.await.unwrap();
+                }
+                owned
+            });
+            drop(rt);
+            assert!(owned, "a worker thread found no shard of its own");
+        }
+    }
+
     #[test]
     fn totals_sum_every_thread() {
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let rec = std::sync::Arc::new(Recorder::default());
         // More threads than shards: some write the common one at once.
         let threads: Vec<_> = (0..SHARDS + 3)
