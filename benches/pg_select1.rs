@@ -230,16 +230,16 @@ fn main() {
     let settings = Settings::from_args();
     let cases = [(16, 8), (64, 8), (16, 16), (64, 16)];
     let list = contenders();
-    let meds = run_grid("pg_select1", &cases, &list, &settings);
+    let grid = run_grid("pg_select1", &cases, &list, &settings);
     harness::print_ratios(
         "poolvisor / raw connections (target ≥ 0.95), and against the other pools:",
         &cases,
-        &meds,
+        &grid,
     );
     harness::print_shared_ratios(
         "poolvisor checkout_shared / bb8 without its check-out test, same connections (target at 64 tasks ≥ 1.4×):",
         &cases,
-        &meds,
+        &grid,
     );
     println!("\nnew connection per operation:");
     for tasks in [1, 16] {

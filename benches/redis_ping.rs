@@ -229,18 +229,18 @@ fn main() {
     let settings = Settings::from_args();
     let cases = [(16, 8), (64, 8), (16, 16), (64, 16)];
     let list = contenders();
-    let meds = run_grid("redis_ping", &cases, &list, &settings);
+    let grid = run_grid("redis_ping", &cases, &list, &settings);
     harness::print_ratios(
         "poolvisor / raw connections (target ≥ 0.95); tail and fairness at 64 / 8 (target Jain ≥ 0.99, max ≤ 50 ms):",
         &cases,
-        &meds,
+        &grid,
     );
     // The unpooled baseline: a new connection per operation.
     let client = redis::Client::open(url()).unwrap();
     harness::print_shared_ratios(
         "poolvisor checkout_shared / bb8 without its check-out test, same connections (target at 64 tasks ≥ 2×):",
         &cases,
-        &meds,
+        &grid,
     );
     println!("\nnew connection per operation:");
     for tasks in [1, 16] {

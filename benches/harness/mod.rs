@@ -33,15 +33,18 @@ pub struct Settings {
     pub warmup: Duration,
     pub measure: Duration,
     pub passes: usize,
-    /// `--only NAME`: measure only this pool (for profiling).
-    pub only: Option<String>,
+    /// `--only NAME[,NAME…]`: measure only these pools (for profiling or an A/B run).
+    pub only: Option<Vec<String>>,
     /// `--tasks N`: measure only cases with this many tasks.
     pub tasks: Option<usize>,
 }
 
 impl Settings {
     pub fn wants(&self, pool: &str, tasks: usize) -> bool {
-        self.only.as_deref().is_none_or(|o| o == pool) && self.tasks.is_none_or(|t| t == tasks)
+        self.only
+            .as_ref()
+            .is_none_or(|o| o.iter().any(|name| name == pool))
+            && self.tasks.is_none_or(|t| t == tasks)
     }
 }
 
@@ -68,7 +71,7 @@ impl Settings {
                     i += 1;
                 }
                 "--only" => {
-                    s.only = Some(args[i + 1].clone());
+                    s.only = Some(args[i + 1].split(',').map(str::to_owned).collect());
                     i += 1;
                 }
                 "--tasks" => {
@@ -211,23 +214,80 @@ pub fn row(case: &str, pool: &str, o: &Outcome) {
 pub type Contender =
     Box<dyn Fn(usize, usize, Settings) -> std::pin::Pin<Box<dyn Future<Output = Outcome>>>>;
 
-/// Runs every contender on every (tasks, size) case, `passes` times (interleaved, a fresh
-/// runtime each), and prints the medians and the ratios to raw connections.
+/// Every pass of every contender on every case: `passes[case][contender]` in pass order.
+pub struct Grid {
+    pub passes: Vec<Vec<Vec<Outcome>>>,
+}
+
+/// A ratio between two contenders, taken pass by pass (each pass measures both a few
+/// seconds apart, so a machine that slows down for a minute moves both), then summarised.
+pub struct Ratio {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl std::fmt::Display for Ratio {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.min == self.max {
+            write!(f, "{:.2}×", self.median)
+        } else {
+            write!(f, "{:.2}× ({:.2}–{:.2})", self.median, self.min, self.max)
+        }
+    }
+}
+
+impl Grid {
+    /// The median outcome of contender `k` on case `c` (`Outcome::none()` if not run).
+    pub fn median(&self, c: usize, k: usize) -> Outcome {
+        let runs = &self.passes[c][k];
+        if runs.is_empty() {
+            Outcome::none()
+        } else {
+            median(runs.clone())
+        }
+    }
+
+    /// Contender `a` over contender `b` on case `c`, pass by pass; `None` unless both ran.
+    pub fn ratio(&self, c: usize, a: usize, b: usize) -> Option<Ratio> {
+        let (a, b) = (&self.passes[c][a], &self.passes[c][b]);
+        if a.is_empty() || a.len() != b.len() {
+            return None;
+        }
+        let mut r: Vec<f64> = a
+            .iter()
+            .zip(b)
+            .map(|(a, b)| a.ops_per_s / b.ops_per_s)
+            .collect();
+        r.sort_by(f64::total_cmp);
+        Some(Ratio {
+            median: r[r.len() / 2],
+            min: r[0],
+            max: r[r.len() - 1],
+        })
+    }
+}
+
+/// Runs every contender on every (tasks, size) case, `passes` times, a fresh runtime each,
+/// and prints the medians. Passes are interleaved and each pass starts the case's list at
+/// a different contender, so no contender always runs right after the same other one.
 pub fn run_grid(
     title: &str,
     cases: &[(usize, usize)],
     contenders: &[(&str, Contender)],
     settings: &Settings,
-) -> Vec<Vec<Outcome>> {
-    let mut results: Vec<Vec<Vec<Outcome>>> = vec![vec![Vec::new(); contenders.len()]; cases.len()];
-    for _ in 0..settings.passes {
+) -> Grid {
+    let mut passes: Vec<Vec<Vec<Outcome>>> = vec![vec![Vec::new(); contenders.len()]; cases.len()];
+    for pass in 0..settings.passes {
         for (c, &(tasks, size)) in cases.iter().enumerate() {
-            for (k, (name, run)) in contenders.iter().enumerate() {
+            for i in 0..contenders.len() {
+                let k = (i + pass) % contenders.len();
+                let (name, run) = &contenders[k];
                 if !settings.wants(name, tasks) {
                     continue;
                 }
                 let o = runtime().block_on(run(tasks, size, settings.clone()));
-                results[c][k].push(o);
+                passes[c][k].push(o);
             }
         }
     }
@@ -236,68 +296,61 @@ pub fn run_grid(
         settings.passes, settings.warmup, settings.measure
     );
     header();
-    let meds: Vec<Vec<Outcome>> = results
-        .into_iter()
-        .map(|r| {
-            r.into_iter()
-                .map(|o| {
-                    if o.is_empty() {
-                        Outcome::none()
-                    } else {
-                        median(o)
-                    }
-                })
-                .collect()
-        })
-        .collect();
+    let grid = Grid { passes };
     for (c, &(tasks, size)) in cases.iter().enumerate() {
         for (k, (name, _)) in contenders.iter().enumerate() {
-            if meds[c][k].ops_per_s > 0.0 {
-                row(&format!("{tasks} / {size}"), name, &meds[c][k]);
+            let m = grid.median(c, k);
+            if m.ops_per_s > 0.0 {
+                row(&format!("{tasks} / {size}"), name, &m);
             }
         }
     }
-    meds
+    grid
+}
+
+fn or_dash(r: Option<Ratio>) -> String {
+    r.map_or_else(|| "–".to_owned(), |r| r.to_string())
 }
 
 /// Prints poolvisor's ratios to raw connections and to the other pools, for grids whose
 /// contenders are, in order: poolvisor, bb8, bb8 no test, deadpool, raw (1 conn/task).
-pub fn print_ratios(title: &str, cases: &[(usize, usize)], meds: &[Vec<Outcome>]) {
+/// Each ratio is the median of the per-pass ratios, with their range.
+pub fn print_ratios(title: &str, cases: &[(usize, usize)], grid: &Grid) {
     println!("\n{title}");
     for (c, &(tasks, size)) in cases.iter().enumerate() {
-        let (pv, raw) = (&meds[c][0], &meds[c][4]);
-        if pv.ops_per_s > 0.0 && raw.ops_per_s > 0.0 {
-            println!(
-                "- {tasks} / {size}: {:.2}× raw, {:.2}× bb8, {:.2}× bb8 no test, {:.2}× deadpool; Jain {:.3}, max {:.1} ms",
-                pv.ops_per_s / raw.ops_per_s,
-                pv.ops_per_s / meds[c][1].ops_per_s,
-                pv.ops_per_s / meds[c][2].ops_per_s,
-                pv.ops_per_s / meds[c][3].ops_per_s,
-                pv.jain,
-                pv.max_us / 1e3
-            );
-        }
+        let Some(raw) = grid.ratio(c, 0, 4) else {
+            continue;
+        };
+        let pv = grid.median(c, 0);
+        println!(
+            "- {tasks} / {size}: {raw} raw, {} bb8, {} bb8 no test, {} deadpool; Jain {:.3}, max {:.1} ms",
+            or_dash(grid.ratio(c, 0, 1)),
+            or_dash(grid.ratio(c, 0, 2)),
+            or_dash(grid.ratio(c, 0, 3)),
+            pv.jain,
+            pv.max_us / 1e3
+        );
     }
 }
 
 /// Ratios for the contenders at index 6 and 7, `poolvisor shared` spread and packed (see
-/// the benches' lists).
-pub fn print_shared_ratios(title: &str, cases: &[(usize, usize)], meds: &[Vec<Outcome>]) {
+/// the benches' lists), to bb8 without its check-out test, raw connections and one shared
+/// connection.
+pub fn print_shared_ratios(title: &str, cases: &[(usize, usize)], grid: &Grid) {
     println!("\n{title}");
     for (c, &(tasks, size)) in cases.iter().enumerate() {
-        // Contenders 6 and 7: `checkout_shared` spread and packed.
-        for (i, policy) in [(6, "spread"), (7, "packed")] {
-            let (shared, bb8_no_test) = (&meds[c][i], &meds[c][2]);
-            if shared.ops_per_s > 0.0 && bb8_no_test.ops_per_s > 0.0 {
-                println!(
-                    "- {tasks} / {size} {policy}: {:.2}× bb8 no test, {:.2}× raw, {:.2}× one shared conn; Jain {:.3}, max {:.1} ms",
-                    shared.ops_per_s / bb8_no_test.ops_per_s,
-                    shared.ops_per_s / meds[c][4].ops_per_s,
-                    shared.ops_per_s / meds[c][5].ops_per_s,
-                    shared.jain,
-                    shared.max_us / 1e3
-                );
-            }
+        for (k, policy) in [(6, "spread"), (7, "packed")] {
+            let Some(bb8_no_test) = grid.ratio(c, k, 2) else {
+                continue;
+            };
+            let shared = grid.median(c, k);
+            println!(
+                "- {tasks} / {size} {policy}: {bb8_no_test} bb8 no test, {} raw, {} one shared conn; Jain {:.3}, max {:.1} ms",
+                or_dash(grid.ratio(c, k, 4)),
+                or_dash(grid.ratio(c, k, 5)),
+                shared.jain,
+                shared.max_us / 1e3
+            );
         }
     }
 }
