@@ -7,7 +7,7 @@
 mod harness;
 
 use harness::noop::Noop;
-use harness::{header, measure, median, row, runtime, Op, Outcome, Settings};
+use harness::{header, measure, median, row, runtime, Op, Outcome, Ratio, Settings};
 use poolvisor::{PoolConfig, PoolHandle, Supervisor};
 
 #[derive(Clone)]
@@ -140,12 +140,11 @@ fn main() {
     }
 }
 
-/// Pool `p` over the better of bb8 (default) and deadpool, pass by pass: the median
-/// and the range of the per-pass ratios.
-fn against_best_peer(passes: &[Vec<Outcome>], p: usize) -> String {
-    let mut r: Vec<f64> = (0..passes[p].len())
-        .map(|i| passes[p][i].ops_per_s / passes[1][i].ops_per_s.max(passes[3][i].ops_per_s))
-        .collect();
-    r.sort_by(f64::total_cmp);
-    format!("{:.2}× ({:.2}–{:.2})", r[r.len() / 2], r[0], r[r.len() - 1])
+/// Pool `p` over the better of bb8 (default) and deadpool, pass by pass.
+fn against_best_peer(passes: &[Vec<Outcome>], p: usize) -> Ratio {
+    Ratio::of(
+        (0..passes[p].len())
+            .map(|i| passes[p][i].ops_per_s / passes[1][i].ops_per_s.max(passes[3][i].ops_per_s))
+            .collect(),
+    )
 }

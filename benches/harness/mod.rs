@@ -227,6 +227,18 @@ pub struct Ratio {
     pub max: f64,
 }
 
+impl Ratio {
+    /// The median and range of per-pass ratios (at least one).
+    pub fn of(mut per_pass: Vec<f64>) -> Ratio {
+        per_pass.sort_by(f64::total_cmp);
+        Ratio {
+            median: per_pass[per_pass.len() / 2],
+            min: per_pass[0],
+            max: per_pass[per_pass.len() - 1],
+        }
+    }
+}
+
 impl std::fmt::Display for Ratio {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.min == self.max {
@@ -254,17 +266,12 @@ impl Grid {
         if a.is_empty() || a.len() != b.len() {
             return None;
         }
-        let mut r: Vec<f64> = a
-            .iter()
-            .zip(b)
-            .map(|(a, b)| a.ops_per_s / b.ops_per_s)
-            .collect();
-        r.sort_by(f64::total_cmp);
-        Some(Ratio {
-            median: r[r.len() / 2],
-            min: r[0],
-            max: r[r.len() - 1],
-        })
+        Some(Ratio::of(
+            a.iter()
+                .zip(b)
+                .map(|(a, b)| a.ops_per_s / b.ops_per_s)
+                .collect(),
+        ))
     }
 }
 
