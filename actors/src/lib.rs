@@ -29,6 +29,7 @@
 #![warn(missing_docs)]
 
 mod budget;
+mod clock;
 mod config;
 mod error;
 mod event;

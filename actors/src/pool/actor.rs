@@ -6,10 +6,10 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::clock::{self, Instant};
 use bb8::ManageConnection;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 
 use super::shared::PoolShared;
 use super::stats::CloseReason;
@@ -107,7 +107,7 @@ impl<M: ManageConnection> Actor for PoolActor<M> {
             supervisor: args.supervisor,
             failures: 0,
             retry_at: None,
-            last_health_check: Instant::now(),
+            last_health_check: clock::now(),
             last_budget_event: None,
             ticker: None,
         };
@@ -199,7 +199,7 @@ impl<M: ManageConnection> PoolState<M> {
         } else {
             let cause = last_err.unwrap_or_else(|| "no connection".into());
             self.failures = shared.config.down_after_failures;
-            self.retry_at = Some(Instant::now() + backoff(self.failures));
+            self.retry_at = Some(clock::now() + backoff(self.failures));
             self.go_down(cause);
         }
     }
@@ -212,7 +212,7 @@ impl<M: ManageConnection> PoolState<M> {
                 return;
             }
             st.health = Health::Down;
-            st.down_since = Some(Instant::now());
+            st.down_since = Some(clock::now());
             let err = CheckoutError::Unavailable {
                 pool: shared.name.clone(),
                 cause: cause.clone(),
@@ -247,7 +247,7 @@ impl<M: ManageConnection> PoolState<M> {
             Err(cause) => {
                 self.failures += 1;
                 let delay = backoff(self.failures);
-                self.retry_at = Some(Instant::now() + delay);
+                self.retry_at = Some(clock::now() + delay);
                 let me = myself.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(delay).await;
@@ -278,7 +278,7 @@ impl<M: ManageConnection> PoolState<M> {
     /// the global budget. While Down, one probe at a time, paced by the backoff.
     fn reconcile(&mut self, myself: &ActorRef<PoolMsg>) {
         let shared = self.shared.clone();
-        let now = Instant::now();
+        let now = clock::now();
         let wanted = {
             let mut st = shared.state.lock();
             st.nudged = false;
@@ -342,7 +342,7 @@ impl<M: ManageConnection> PoolState<M> {
     fn tick(&mut self) {
         let shared = self.shared.clone();
         let cfg = &shared.config;
-        let now = Instant::now();
+        let now = clock::now();
         let mut doomed = Vec::new();
         let mut leaks = Vec::new();
         {

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use bb8::ManageConnection;
 use tokio::sync::oneshot;
-use tokio::time::Instant;
 
 use super::conn::Conn;
 use super::pooled::Pooled;
@@ -16,6 +15,7 @@ use super::sharing::Shared;
 use super::stats::PoolSnapshot;
 use super::status::PoolStatus;
 use super::waiters::Delivery;
+use crate::clock;
 use crate::error::CheckoutError;
 
 /// A cheap, cloneable handle to one pool. It holds the pool's shared state, never an
@@ -124,8 +124,8 @@ impl<M: ManageConnection> PoolHandle<M> {
     {
         let location = Location::caller();
         async move {
-            let started = Instant::now();
-            let deadline = started + self.shared.config.checkout_timeout;
+            let started = clock::now();
+            let deadline = clock::tokio_instant(started + self.shared.config.checkout_timeout);
             loop {
                 match self.shared.take(location, true) {
                     Take::Ready(conn) => return Ok(self.shared.share(conn)),

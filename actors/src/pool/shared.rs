@@ -10,12 +10,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use crate::clock::{self, Instant};
 use bb8::ManageConnection;
 use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 use ractor::ActorRef;
 use tokio::sync::{oneshot, Notify};
-use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::actor::PoolMsg;
@@ -223,12 +223,12 @@ impl<M: ManageConnection> PoolShared<M> {
     async fn sweep(pool: Weak<Self>, wake: Arc<Notify>) {
         loop {
             let next = match pool.upgrade() {
-                Some(shared) => shared.expire_waiters(Instant::now()),
+                Some(shared) => shared.expire_waiters(clock::now()),
                 None => return,
             };
             match next {
                 // Later waiters have later deadlines: nothing can expire before `at`.
-                Some(at) => tokio::time::sleep_until(at).await,
+                Some(at) => tokio::time::sleep_until(clock::tokio_instant(at)).await,
                 None => wake.notified().await,
             }
         }
@@ -319,7 +319,7 @@ impl<M: ManageConnection> PoolShared<M> {
         location: &'static Location<'static>,
         share: bool,
     ) -> Take<M::Connection> {
-        let now = Instant::now();
+        let now = clock::now();
         let mut stale = Vec::new();
         let mut nudge = false;
         let mut exhausted_event = None;
@@ -552,7 +552,7 @@ impl<M: ManageConnection> PoolShared<M> {
                         Err(Ok(back)) => back,
                         Err(Err(_)) => unreachable!("we sent Ok"),
                     };
-                    let now = Instant::now();
+                    let now = clock::now();
                     let mut st = self.state.lock();
                     st.lent -= 1;
                     if let Some(leases) = st.leases.as_mut() {
@@ -581,7 +581,7 @@ impl<M: ManageConnection> PoolShared<M> {
     }
 
     fn give_back(&self, mut conn: Conn<M::Connection>, close: Option<CloseReason>, hold: bool) {
-        let now = Instant::now();
+        let now = clock::now();
         if hold {
             self.recorder
                 .hold(now.saturating_duration_since(conn.lent_at));
@@ -687,7 +687,7 @@ impl<M: ManageConnection> PoolShared<M> {
         let result = tokio::time::timeout(timeout, self.manager.connect())
             .instrument(span)
             .await;
-        let now = Instant::now();
+        let now = clock::now();
         match result {
             Ok(Ok(raw)) => {
                 let conn = Conn::new(
@@ -742,7 +742,7 @@ impl<M: ManageConnection> PoolShared<M> {
                     .await,
                 Ok(Ok(()))
             );
-            let now = Instant::now();
+            let now = clock::now();
             let mut next = Vec::new();
             let handed = {
                 let mut st = shared.state.lock();
@@ -772,7 +772,7 @@ impl<M: ManageConnection> PoolShared<M> {
     }
 
     pub(crate) fn snapshot(&self) -> PoolSnapshot {
-        let now = Instant::now();
+        let now = clock::now();
         let tally = self.recorder.total();
         let st = self.state.lock();
         PoolSnapshot {

@@ -20,8 +20,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::clock::{self, Instant};
 use bb8::ManageConnection;
-use tokio::time::Instant;
 
 use super::conn::Conn;
 use super::shared::{PoolShared, State};
@@ -126,7 +126,7 @@ where
             slot: Some(Self::downcast(slot)),
             shared,
             lease,
-            since: Instant::now(),
+            since: clock::now(),
         }
     }
 
@@ -152,7 +152,7 @@ where
         let ptr = Arc::as_ptr(&slot);
         self.shared
             .recorder
-            .hold(Instant::now().saturating_duration_since(self.since));
+            .hold(clock::now().saturating_duration_since(self.since));
         let last = {
             let mut st = self.shared.state.lock();
             if let (Some(id), Some(leases)) = (self.lease, st.leases.as_mut()) {
@@ -239,7 +239,7 @@ impl<M: ManageConnection> PoolShared<M> {
         st.stats.timeouts += 1;
         CheckoutError::Timeout {
             pool: self.name.clone(),
-            waited: started.elapsed(),
+            waited: clock::now().saturating_duration_since(started),
             last_error: st.last_error.clone(),
         }
     }
@@ -253,7 +253,7 @@ where
     pub(crate) fn share(self: &Arc<Self>, conn: Conn<M::Connection>) -> Shared<M> {
         let slot = Arc::new(Slot {
             conn,
-            retire_at: Instant::now() + SLOT_TERM.mul_f64(1.0 - fastrand::f64() * 0.5),
+            retire_at: clock::now() + SLOT_TERM.mul_f64(1.0 - fastrand::f64() * 0.5),
             retired: parking_lot::Mutex::new(None),
             closed_to_new: AtomicBool::new(false),
         });

@@ -14,8 +14,8 @@
 use std::collections::VecDeque;
 use std::panic::Location;
 
+use crate::clock::Instant;
 use tokio::sync::oneshot;
-use tokio::time::Instant;
 
 use super::conn::Conn;
 use crate::error::CheckoutError;

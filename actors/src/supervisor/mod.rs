@@ -309,6 +309,8 @@ impl SupervisorBuilder {
     /// `connect_timeout`). A pool that cannot connect starts Down unless `fail_fast`.
     pub async fn start(self) -> Result<Supervisor, StartError> {
         let max = self.validate()?;
+        // The first read of the checkout clock calibrates it: here, not in a checkout.
+        let _ = crate::clock::now();
         let events = EventBus::new(self.event_capacity);
         let budget = Budget::new(max, self.pools.iter().map(|p| p.config.reserve).collect());
         let mut by_name = HashMap::new();
