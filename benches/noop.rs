@@ -7,7 +7,7 @@
 mod harness;
 
 use harness::noop::Noop;
-use harness::{header, measure, median, row, runtime, Op, Outcome, Ratio, Settings};
+use harness::{header, measure, median, progress, row, runtime, Op, Outcome, Ratio, Settings};
 use poolvisor::{PoolConfig, PoolHandle, Supervisor};
 
 #[derive(Clone)]
@@ -95,6 +95,7 @@ fn main() {
                 }
                 // A fresh runtime per measurement: no state carried between pools.
                 let o = runtime().block_on(one(pool, tasks, size, &settings));
+                progress(pass, &format!("noop {tasks} / {size}"), pool, &o);
                 results[c][p].push(o);
             }
         }

@@ -198,6 +198,18 @@ pub fn header() {
     println!("|---|---|---|---|---|---|---|---|");
 }
 
+/// One measurement as it finishes, on stderr: the tables show medians, this shows the
+/// passes they came from.
+pub fn progress(pass: usize, case: &str, pool: &str, o: &Outcome) {
+    eprintln!(
+        "pass {} | {case} | {pool} | {} | p50 {:.1} µs | Jain {:.3}",
+        pass + 1,
+        fmt_rate(o.ops_per_s),
+        o.p50_us,
+        o.jain
+    );
+}
+
 pub fn row(case: &str, pool: &str, o: &Outcome) {
     println!(
         "| {case} | {pool} | {} | {:.1} | {:.1} | {:.1} | {:.0} | {:.3} |",
@@ -294,6 +306,7 @@ pub fn run_grid(
                     continue;
                 }
                 let o = runtime().block_on(run(tasks, size, settings.clone()));
+                progress(pass, &format!("{title} {tasks} / {size}"), name, &o);
                 passes[c][k].push(o);
             }
         }
