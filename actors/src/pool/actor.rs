@@ -6,7 +6,6 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::clock::{self, Instant};
 use bb8::ManageConnection;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::task::JoinHandle;
@@ -14,6 +13,7 @@ use tokio::task::JoinHandle;
 use super::shared::PoolShared;
 use super::stats::CloseReason;
 use super::status::{Admin, Health};
+use crate::clock::{self, Instant};
 use crate::error::CheckoutError;
 use crate::event::EventKind;
 use crate::supervisor::actor::SupMsg;

@@ -6,9 +6,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::clock::Instant;
-
 use crate::budget::Permit;
+use crate::clock::Instant;
 
 /// Closes a connection and resolves once the server has let go of it (see
 /// `GracefulClose`); already bounded by a timeout.

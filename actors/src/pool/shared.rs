@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use crate::clock::{self, Instant};
 use bb8::ManageConnection;
 use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
@@ -26,6 +25,7 @@ use super::stats::{CheckoutCounts, CloseReason, PoolSnapshot, Stats, LATENCY_BUC
 use super::status::{Admin, Health, PoolStatus};
 use super::waiters::{Delivery, Waiter, Waiters};
 use crate::budget::{Budget, BudgetListener, Permit};
+use crate::clock::{self, Instant};
 use crate::config::{PoolConfig, SharePolicy, Validation};
 use crate::error::CheckoutError;
 use crate::event::{EventBus, EventKind};

@@ -20,12 +20,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::clock::{self, Instant};
 use bb8::ManageConnection;
 
 use super::conn::Conn;
 use super::shared::{PoolShared, State};
 use super::stats::CloseReason;
+use crate::clock::{self, Instant};
 use crate::config::SharePolicy;
 use crate::error::CheckoutError;
 

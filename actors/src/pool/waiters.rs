@@ -14,10 +14,10 @@
 use std::collections::VecDeque;
 use std::panic::Location;
 
-use crate::clock::Instant;
 use tokio::sync::oneshot;
 
 use super::conn::Conn;
+use crate::clock::Instant;
 use crate::error::CheckoutError;
 
 pub(crate) type Delivery<C> = Result<Conn<C>, CheckoutError>;
