@@ -90,3 +90,33 @@ async fn idle_connections_are_validated_past_the_threshold() {
     );
     sup.shutdown().await.unwrap();
 }
+
+/// A test that pauses tokio's clock without the `tokio-clock` feature still sees checkout
+/// timeouts in tokio's time: the sweeper's timer decides, not the pool's clock (which
+/// does not stop). Before, the sweeper woke early by the pool's clock and slept again,
+/// spinning for the whole timeout in real time.
+#[tokio::test(start_paused = true)]
+async fn checkout_timeouts_follow_a_paused_tokio_clock() {
+    let m = MockManager::new();
+    let cfg = PoolConfig::default()
+        .max_size(1)
+        .checkout_timeout(Duration::from_secs(30));
+    let sup = start(&m, cfg).await;
+    let pool = sup.pool::<MockManager>("mock").unwrap();
+    let held = pool.checkout().await.unwrap();
+
+    let (real, virtual_) = (Instant::now(), tokio::time::Instant::now());
+    let err = pool
+        .checkout()
+        .await
+        .expect_err("the only connection is held");
+    assert!(matches!(err, CheckoutError::Timeout { .. }), "{err}");
+    assert!(virtual_.elapsed() >= Duration::from_secs(30));
+    assert!(
+        real.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        real.elapsed()
+    );
+    drop(held);
+    sup.shutdown().await.unwrap();
+}

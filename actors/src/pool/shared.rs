@@ -220,12 +220,19 @@ impl<M: ManageConnection> PoolShared<M> {
 
     /// The pool's one timer: bounds every wait (see `waiters`). Holds the pool only
     /// weakly; ends when the pool is dropped.
+    ///
+    /// A deadline it slept until counts as reached, whatever the clock says: so that
+    /// tokio's timer, not the pool's clock, decides, and a test that pauses tokio's clock
+    /// sees its checkouts time out in tokio's time even without `tokio-clock`.
     async fn sweep(pool: Weak<Self>, wake: Arc<Notify>) {
+        let mut reached = None;
         loop {
+            let now = clock::now();
             let next = match pool.upgrade() {
-                Some(shared) => shared.expire_waiters(clock::now()),
+                Some(shared) => shared.expire_waiters(reached.map_or(now, |at| now.max(at))),
                 None => return,
             };
+            reached = next;
             match next {
                 // Later waiters have later deadlines: nothing can expire before `at`.
                 Some(at) => tokio::time::sleep_until(clock::tokio_instant(at)).await,
