@@ -243,8 +243,10 @@ impl Ratio {
     /// The median and range of per-pass ratios (at least one).
     pub fn of(mut per_pass: Vec<f64>) -> Ratio {
         per_pass.sort_by(f64::total_cmp);
+        let n = per_pass.len();
         Ratio {
-            median: per_pass[per_pass.len() / 2],
+            // Of an even number of passes, the mean of the two middle ones.
+            median: (per_pass[(n - 1) / 2] + per_pass[n / 2]) / 2.0,
             min: per_pass[0],
             max: per_pass[per_pass.len() - 1],
         }
