@@ -89,7 +89,8 @@ fn main() {
         for (c, &(tasks, size)) in cases.iter().enumerate() {
             // Each pass starts at a different pool (as `harness::run_grid` does).
             for i in 0..POOLS.len() {
-                let (p, pool) = ((i + pass) % POOLS.len(), POOLS[(i + pass) % POOLS.len()]);
+                let p = (i + pass) % POOLS.len();
+                let pool = POOLS[p];
                 if !settings.wants(pool, tasks) {
                     continue;
                 }

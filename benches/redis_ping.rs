@@ -235,13 +235,13 @@ fn main() {
         &cases,
         &grid,
     );
-    // The unpooled baseline: a new connection per operation.
-    let client = redis::Client::open(url()).unwrap();
     harness::print_shared_ratios(
         "poolvisor checkout_shared / bb8 without its check-out test, same connections (target at 64 tasks ≥ 2×):",
         &cases,
         &grid,
     );
+    // The unpooled baseline: a new connection per operation.
+    let client = redis::Client::open(url()).unwrap();
     println!("\nnew connection per operation:");
     for tasks in [1, 16] {
         if !settings.wants("unpooled", tasks) && settings.only.is_some() {

@@ -248,7 +248,7 @@ impl Ratio {
             // Of an even number of passes, the mean of the two middle ones.
             median: (per_pass[(n - 1) / 2] + per_pass[n / 2]) / 2.0,
             min: per_pass[0],
-            max: per_pass[per_pass.len() - 1],
+            max: per_pass[n - 1],
         }
     }
 }
