@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::panic::Location;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -132,6 +132,10 @@ pub(crate) struct PoolShared<M: ManageConnection> {
     sweeper: Arc<Notify>,
     /// Checkouts, wait and hold times, recorded outside the lock.
     pub(crate) recorder: Recorder,
+    /// Whether the last exclusive checkout had to queue: a guess, read without the lock,
+    /// that the next one will too, so that it makes its channel before taking the lock.
+    /// Written only when the guess turns out wrong.
+    queueing: AtomicBool,
     next_id: AtomicU64,
 }
 
@@ -190,6 +194,7 @@ impl<M: ManageConnection> PoolShared<M> {
             share_ready: Notify::new(),
             sweeper: Arc::new(Notify::new()),
             recorder: Recorder::default(),
+            queueing: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
         });
         let listener: Arc<dyn BudgetListener> = shared.clone();
@@ -331,6 +336,9 @@ impl<M: ManageConnection> PoolShared<M> {
         let mut nudge = false;
         let mut exhausted_event = None;
         let mut wake_sweeper = false;
+        // Allocating under the lock would lengthen every queued checkout's hold on it.
+        let queueing = !share && self.queueing.load(Ordering::Relaxed);
+        let mut channel = queueing.then(oneshot::channel);
         let mut st = self.state.lock();
         if let Some(err) = self.refusal(st.admin) {
             st.stats.refused += 1;
@@ -411,7 +419,7 @@ impl<M: ManageConnection> PoolShared<M> {
                 Take::ShareWait
             }
             None => {
-                let (tx, rx) = oneshot::channel();
+                let (tx, rx) = channel.take().unwrap_or_else(oneshot::channel);
                 wake_sweeper = st.waiters.live() == 0;
                 let seq = st.waiters.push(Waiter::new(tx, now, location));
                 self.feed_validations(&mut st, now, &mut stale);
@@ -428,6 +436,9 @@ impl<M: ManageConnection> PoolShared<M> {
             }
         };
         drop(st);
+        if !share && queueing != matches!(outcome, Take::Wait(_)) {
+            self.queueing.store(!queueing, Ordering::Relaxed);
+        }
         if matches!(outcome, Take::Ready(_) | Take::Share(..)) {
             self.recorder.checkout(Duration::ZERO);
         }
@@ -781,7 +792,7 @@ impl<M: ManageConnection> PoolShared<M> {
     pub(crate) fn snapshot(&self) -> PoolSnapshot {
         let now = clock::now();
         let tally = self.recorder.total();
-        let st = self.state.lock();
+        let mut st = self.state.lock();
         PoolSnapshot {
             name: self.name.to_string(),
             backend: self.backend.to_string(),

@@ -3,7 +3,9 @@
 //! A waiter that gives up (timeout, cancelled future) closes its receiver under the pool
 //! lock and is counted out at once; its entry stays in the queue until `pop` skips it or a
 //! compaction removes it, so cancelling is O(1) and serving stays O(1) amortized however
-//! many callers wait.
+//! many callers wait. The queue counts such entries, so that while there are none `pop`
+//! does not read the waiters' channels (a cache miss on another core's line, under the
+//! lock).
 //!
 //! Waits are bounded without a timer per waiter: every waiter of a pool has the same
 //! `checkout_timeout` and the queue is FIFO, so the oldest waiter always has the earliest
@@ -48,6 +50,8 @@ impl<C: Send + 'static> Waiter<C> {
 pub(crate) struct Waiters<C: Send + 'static> {
     queue: VecDeque<Waiter<C>>,
     live: usize,
+    /// Entries in `queue` whose caller left (their receiver is closed).
+    left: usize,
     pushed: u64,
     /// The `seq` of the last waiter `pop` returned: every waiter up to it has left the
     /// queue.
@@ -59,6 +63,7 @@ impl<C: Send + 'static> Default for Waiters<C> {
         Waiters {
             queue: VecDeque::new(),
             live: 0,
+            left: 0,
             pushed: 0,
             served_through: 0,
         }
@@ -82,15 +87,24 @@ impl<C: Send + 'static> Waiters<C> {
 
     /// The oldest caller still waiting.
     pub(crate) fn pop(&mut self) -> Option<Waiter<C>> {
-        while let Some(w) = self.queue.pop_front() {
-            if w.tx.is_closed() {
-                continue;
-            }
-            self.live -= 1;
-            self.served_through = w.seq;
-            return Some(w);
+        self.skip_left();
+        let w = self.queue.pop_front()?;
+        self.live -= 1;
+        self.served_through = w.seq;
+        Some(w)
+    }
+
+    /// Drops the entries at the front whose caller left. Reads the channels only while
+    /// some entry is known to have left.
+    fn skip_left(&mut self) {
+        while self.left > 0 && self.queue.front().is_some_and(|w| w.tx.is_closed()) {
+            self.queue.pop_front();
+            self.left -= 1;
         }
-        None
+        debug_assert!(
+            self.queue.front().is_none_or(|w| !w.tx.is_closed()),
+            "a caller left the queue without `cancelled`"
+        );
     }
 
     /// The waiter at place `seq` closed its receiver (under the pool lock) and found
@@ -101,25 +115,22 @@ impl<C: Send + 'static> Waiters<C> {
             return;
         }
         self.live -= 1;
+        self.left += 1;
         if self.queue.len() > 2 * self.live + 64 {
             self.queue.retain(|w| !w.tx.is_closed());
+            self.left = 0;
         }
     }
 
     /// The oldest caller still waiting, left in place (cancelled entries before it are
     /// dropped).
     pub(crate) fn front(&mut self) -> Option<&Waiter<C>> {
-        while self.queue.front().is_some_and(|w| w.tx.is_closed()) {
-            self.queue.pop_front();
-        }
+        self.skip_left();
         self.queue.front()
     }
 
-    pub(crate) fn oldest(&self) -> Option<Instant> {
-        self.queue
-            .iter()
-            .find(|w| !w.tx.is_closed())
-            .map(|w| w.since)
+    pub(crate) fn oldest(&mut self) -> Option<Instant> {
+        self.front().map(|w| w.since)
     }
 
     /// Fails every waiting caller with `err`.
@@ -127,5 +138,68 @@ impl<C: Send + 'static> Waiters<C> {
         while let Some(w) = self.pop() {
             let _ = w.tx.send(Err(err.clone()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A caller's place and its end of the channel.
+    type Place = (u64, oneshot::Receiver<Delivery<()>>);
+
+    fn queue(n: usize) -> (Waiters<()>, Vec<Place>) {
+        let mut waiters = Waiters::default();
+        let rxs = (0..n)
+            .map(|_| {
+                let (tx, rx) = oneshot::channel();
+                let seq = waiters.push(Waiter::new(tx, crate::clock::now(), Location::caller()));
+                (seq, rx)
+            })
+            .collect();
+        (waiters, rxs)
+    }
+
+    /// What `PoolShared::cancel_wait` does, lock aside.
+    fn leave(waiters: &mut Waiters<()>, (seq, rx): &mut Place) {
+        rx.close();
+        waiters.cancelled(*seq);
+    }
+
+    #[test]
+    fn pop_skips_callers_that_left_and_serves_the_rest_in_order() {
+        let (mut waiters, mut rxs) = queue(5);
+        leave(&mut waiters, &mut rxs[0]);
+        leave(&mut waiters, &mut rxs[2]);
+        assert_eq!(waiters.live(), 3);
+        assert_eq!(waiters.front().map(|w| w.seq), Some(rxs[1].0));
+        let served: Vec<u64> = std::iter::from_fn(|| waiters.pop())
+            .map(|w| w.seq)
+            .collect();
+        assert_eq!(served, [rxs[1].0, rxs[3].0, rxs[4].0]);
+        assert_eq!((waiters.live(), waiters.left), (0, 0));
+    }
+
+    #[test]
+    fn a_caller_leaving_after_it_was_chosen_is_not_counted_twice() {
+        let (mut waiters, mut rxs) = queue(2);
+        let chosen = waiters.pop().expect("one waits");
+        leave(&mut waiters, &mut rxs[0]); // its delivery fails and comes back instead
+        assert_eq!((waiters.live(), waiters.left), (1, 0));
+        drop(chosen);
+        assert_eq!(waiters.pop().map(|w| w.seq), Some(rxs[1].0));
+    }
+
+    #[test]
+    fn compaction_drops_the_callers_that_left() {
+        let (mut waiters, mut rxs) = queue(200);
+        for entry in rxs.iter_mut().take(150) {
+            leave(&mut waiters, entry);
+        }
+        assert!(waiters.queue.len() < 200, "compacted");
+        assert_eq!(waiters.live(), 50);
+        assert_eq!(waiters.left, waiters.queue.len() - 50);
+        assert_eq!(waiters.pop().map(|w| w.seq), Some(rxs[150].0));
+        assert_eq!((waiters.live(), waiters.left), (49, 0));
     }
 }
