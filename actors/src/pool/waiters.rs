@@ -47,11 +47,13 @@ impl<C: Send + 'static> Waiter<C> {
     }
 }
 
+/// `repr(C)`: `live`, which every checkout reads, first (see `State`).
+#[repr(C)]
 pub(crate) struct Waiters<C: Send + 'static> {
-    queue: VecDeque<Waiter<C>>,
     live: usize,
     /// Entries in `queue` whose caller left (their receiver is closed).
     left: usize,
+    queue: VecDeque<Waiter<C>>,
     pushed: u64,
     /// The `seq` of the last waiter `pop` returned: every waiter up to it has left the
     /// queue.
