@@ -1,14 +1,15 @@
-//! `scale`: checkout cost from 8 to 10,000 waiting tasks; the time to start 1,000 pools
-//! under one supervisor; memory per pool and per idle connection (RSS deltas).
+//! `scale`: checkout cost from 8 to 10,000 waiting tasks (and with none, for reference);
+//! the time to start 1,000 pools under one supervisor; memory per pool and per idle
+//! connection (RSS deltas).
 //!
-//! `cargo bench --bench scale`
+//! `cargo bench --bench scale -- --passes 5`
 
 mod harness;
 
 use std::time::{Duration, Instant};
 
 use harness::noop::Noop;
-use harness::{fmt_rate, measure, runtime, Op, Settings};
+use harness::{fmt_rate, measure, median, progress, runtime, Op, Outcome, Ratio, Settings};
 use poolvisor::{PoolConfig, PoolHandle, Supervisor};
 
 #[derive(Clone)]
@@ -33,32 +34,52 @@ fn rss_kib() -> u64 {
 fn main() {
     let settings = Settings::from_args();
 
-    println!("checkout cost against the number of tasks (pool of 8, noop manager):\n");
-    println!("| tasks | ops/s | vs 8 tasks | p50 µs | p99 µs | max µs | Jain |");
-    println!("|---|---|---|---|---|---|---|");
-    let mut base = 0.0;
-    for tasks in [8usize, 100, 1_000, 10_000] {
-        let o = runtime().block_on(async {
-            let cfg = PoolConfig::default()
-                .max_size(8)
-                .max_waiters(20_000)
-                .checkout_timeout(Duration::from_secs(60));
-            let sup = Supervisor::builder()
-                .pool("noop", Noop, cfg)
-                .start()
-                .await
-                .unwrap();
-            let o = measure(Checkout(sup.pool("noop").unwrap()), tasks, &settings).await;
-            sup.shutdown().await.unwrap();
-            o
-        });
-        if tasks == 8 {
-            base = o.ops_per_s;
+    // Waiting tasks beyond the pool's 8 connections: 0 is the fast path (nobody queues),
+    // from 8 on every checkout queues. Rows run interleaved, pass by pass.
+    const WAITING: [usize; 5] = [0, 8, 100, 1_000, 10_000];
+    let mut runs: Vec<Vec<Outcome>> = vec![Vec::new(); WAITING.len()];
+    for pass in 0..settings.passes {
+        for (row, waiting) in WAITING.iter().enumerate() {
+            let tasks = 8 + waiting;
+            let o = runtime().block_on(async {
+                let cfg = PoolConfig::default()
+                    .max_size(8)
+                    .max_waiters(20_000)
+                    .checkout_timeout(Duration::from_secs(60));
+                let sup = Supervisor::builder()
+                    .pool("noop", Noop, cfg)
+                    .start()
+                    .await
+                    .unwrap();
+                let o = measure(Checkout(sup.pool("noop").unwrap()), tasks, &settings).await;
+                sup.shutdown().await.unwrap();
+                o
+            });
+            progress(pass, &format!("{tasks} tasks"), "poolvisor", &o);
+            runs[row].push(o);
         }
+    }
+    println!(
+        "checkout cost against the number of waiting tasks (pool of 8, noop manager, {} pass(es)):\n",
+        settings.passes
+    );
+    println!(
+        "| waiting | tasks | ops/s | vs 8 waiting, per pass | p50 µs | p99 µs | max µs | Jain |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for (row, waiting) in WAITING.iter().enumerate() {
+        let o = median(runs[row].clone());
+        let vs = Ratio::of(
+            runs[row]
+                .iter()
+                .zip(&runs[1])
+                .map(|(o, base)| o.ops_per_s / base.ops_per_s)
+                .collect(),
+        );
         println!(
-            "| {tasks} | {} | {:.2}× | {:.1} | {:.1} | {:.0} | {:.3} |",
+            "| {waiting} | {} | {} | {vs} | {:.1} | {:.1} | {:.0} | {:.3} |",
+            8 + waiting,
             fmt_rate(o.ops_per_s),
-            o.ops_per_s / base,
             o.p50_us,
             o.p99_us,
             o.max_us,
