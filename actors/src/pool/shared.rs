@@ -343,7 +343,7 @@ impl<M: ManageConnection> PoolShared<M> {
         let mut wake_sweeper = false;
         // Allocating under the lock would lengthen every queued checkout's hold on it.
         let queueing = !share && self.queueing.load(Ordering::Relaxed);
-        let mut channel = queueing.then(oneshot::channel);
+        let channel = queueing.then(oneshot::channel);
         let mut st = self.state.lock();
         if let Some(err) = self.refusal(st.admin) {
             st.stats.refused += 1;
@@ -424,7 +424,7 @@ impl<M: ManageConnection> PoolShared<M> {
                 Take::ShareWait
             }
             None => {
-                let (tx, rx) = channel.take().unwrap_or_else(oneshot::channel);
+                let (tx, rx) = channel.unwrap_or_else(oneshot::channel);
                 wake_sweeper = st.waiters.live() == 0;
                 let seq = st.waiters.push(Waiter::new(tx, now, location));
                 self.feed_validations(&mut st, now, &mut stale);

@@ -3,9 +3,9 @@
 //! A waiter that gives up (timeout, cancelled future) closes its receiver under the pool
 //! lock and is counted out at once; its entry stays in the queue until `pop` skips it or a
 //! compaction removes it, so cancelling is O(1) and serving stays O(1) amortized however
-//! many callers wait. The queue counts such entries, so that while there are none `pop`
-//! does not read the waiters' channels (a cache miss on another core's line, under the
-//! lock).
+//! many callers wait. Such entries are the queue's length beyond `live`, so that while
+//! there are none `pop` does not read the waiters' channels (a cache miss on another
+//! core's line, under the lock).
 //!
 //! Waits are bounded without a timer per waiter: every waiter of a pool has the same
 //! `checkout_timeout` and the queue is FIFO, so the oldest waiter always has the earliest
@@ -51,8 +51,6 @@ impl<C: Send + 'static> Waiter<C> {
 #[repr(C)]
 pub(crate) struct Waiters<C: Send + 'static> {
     live: usize,
-    /// Entries in `queue` whose caller left (their receiver is closed).
-    left: usize,
     queue: VecDeque<Waiter<C>>,
     pushed: u64,
     /// The `seq` of the last waiter `pop` returned: every waiter up to it has left the
@@ -65,7 +63,6 @@ impl<C: Send + 'static> Default for Waiters<C> {
         Waiters {
             queue: VecDeque::new(),
             live: 0,
-            left: 0,
             pushed: 0,
             served_through: 0,
         }
@@ -97,11 +94,11 @@ impl<C: Send + 'static> Waiters<C> {
     }
 
     /// Drops the entries at the front whose caller left. Reads the channels only while
-    /// some entry is known to have left.
+    /// some entry is known to have left: every entry is live or left, so those are the
+    /// entries beyond `live`.
     fn skip_left(&mut self) {
-        while self.left > 0 && self.queue.front().is_some_and(|w| w.tx.is_closed()) {
+        while self.queue.len() > self.live && self.queue.front().is_some_and(|w| w.tx.is_closed()) {
             self.queue.pop_front();
-            self.left -= 1;
         }
         debug_assert!(
             self.queue.front().is_none_or(|w| !w.tx.is_closed()),
@@ -117,10 +114,8 @@ impl<C: Send + 'static> Waiters<C> {
             return;
         }
         self.live -= 1;
-        self.left += 1;
         if self.queue.len() > 2 * self.live + 64 {
             self.queue.retain(|w| !w.tx.is_closed());
-            self.left = 0;
         }
     }
 
@@ -179,7 +174,7 @@ mod tests {
             .map(|w| w.seq)
             .collect();
         assert_eq!(served, [rxs[1].0, rxs[3].0, rxs[4].0]);
-        assert_eq!((waiters.live(), waiters.left), (0, 0));
+        assert_eq!((waiters.live(), waiters.queue.len()), (0, 0));
     }
 
     #[test]
@@ -187,7 +182,7 @@ mod tests {
         let (mut waiters, mut rxs) = queue(2);
         let chosen = waiters.pop().expect("one waits");
         leave(&mut waiters, &mut rxs[0]); // its delivery fails and comes back instead
-        assert_eq!((waiters.live(), waiters.left), (1, 0));
+        assert_eq!((waiters.live(), waiters.queue.len()), (1, 1));
         drop(chosen);
         assert_eq!(waiters.pop().map(|w| w.seq), Some(rxs[1].0));
     }
@@ -200,8 +195,7 @@ mod tests {
         }
         assert!(waiters.queue.len() < 200, "compacted");
         assert_eq!(waiters.live(), 50);
-        assert_eq!(waiters.left, waiters.queue.len() - 50);
         assert_eq!(waiters.pop().map(|w| w.seq), Some(rxs[150].0));
-        assert_eq!((waiters.live(), waiters.left), (49, 0));
+        assert_eq!((waiters.live(), waiters.queue.len()), (49, 49));
     }
 }
