@@ -221,7 +221,7 @@ fn contenders() -> Vec<(&'static str, Contender)> {
                 })
             }),
         ),
-        ("poolvisor shared", shared(SharePolicy::Spread)),
+        ("poolvisor shared spread", shared(SharePolicy::Spread)),
         ("poolvisor shared packed", shared(SharePolicy::Pack)),
     ]
 }
@@ -237,7 +237,7 @@ fn main() {
         &grid,
     );
     harness::print_shared_ratios(
-        "poolvisor checkout_shared / bb8 without its check-out test, same connections (target at 64 tasks ≥ 1.4×):",
+        "poolvisor checkout_shared / bb8 without its check-out test, same connections (target at 64 tasks ≥ 1.4×; a PostgreSQL pool spreads by default):",
         &cases,
         &grid,
     );

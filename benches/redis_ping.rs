@@ -220,7 +220,7 @@ fn contenders() -> Vec<(&'static str, Contender)> {
                 })
             }),
         ),
-        ("poolvisor shared", shared(SharePolicy::Spread)),
+        ("poolvisor shared spread", shared(SharePolicy::Spread)),
         ("poolvisor shared packed", shared(SharePolicy::Pack)),
     ]
 }
@@ -236,7 +236,7 @@ fn main() {
         &grid,
     );
     harness::print_shared_ratios(
-        "poolvisor checkout_shared / bb8 without its check-out test, same connections (target at 64 tasks ≥ 2×):",
+        "poolvisor checkout_shared / bb8 without its check-out test, same connections (target at 64 tasks ≥ 2×; a Redis pool packs by default):",
         &cases,
         &grid,
     );

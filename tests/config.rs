@@ -43,7 +43,7 @@ kind = "redis"
 url = "redis://127.0.0.1:6379"
 validation = "always"
 max_shares = 32
-share_policy = "pack"
+share_policy = "spread"
 
 [pools.loki]
 kind = "http"
@@ -80,9 +80,9 @@ fn a_full_document_reads_every_field() {
             c.pools[0].settings.max_shares,
             c.pools[0].settings.share_policy
         ),
-        (32, SharePolicy::Pack)
+        (32, Some(SharePolicy::Spread))
     );
-    assert_eq!(db.settings.share_policy, SharePolicy::Spread);
+    assert_eq!(db.settings.share_policy, None, "the backend's choice");
     let shown = format!("{c:?}");
     assert!(
         !shown.contains("pw-in-url") && !shown.contains("t0ken-secret"),

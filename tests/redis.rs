@@ -182,3 +182,35 @@ async fn shared_checkouts_multiplex_and_a_killed_connection_is_replaced() {
     drop(c);
     sup.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_pool_packs_shared_checkouts_unless_told_otherwise() {
+    /// The connection ids three shared callers get when the pool has 4 idle connections.
+    async fn ids(config: PoolConfig) -> Vec<u64> {
+        let sup = Supervisor::builder()
+            .redis("cache", &redis_url(), config.max_size(4))
+            .start()
+            .await
+            .unwrap();
+        let pool = sup.redis("cache").unwrap();
+        let mut warm = Vec::new();
+        for _ in 0..4 {
+            warm.push(pool.checkout().await.unwrap());
+        }
+        drop(warm);
+        assert_eq!(pool.snapshot().idle, 4);
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            held.push(pool.checkout_shared().await.unwrap());
+        }
+        let ids = held.iter().map(|c| c.id()).collect();
+        drop(held);
+        sup.shutdown().await.unwrap();
+        ids
+    }
+    let packed = ids(PoolConfig::default()).await;
+    assert!(packed.iter().all(|&id| id == packed[0]), "{packed:?}");
+    let mut spread = ids(PoolConfig::default().share_policy(SharePolicy::Spread)).await;
+    spread.dedup();
+    assert_eq!(spread.len(), 3, "{spread:?}");
+}

@@ -33,14 +33,15 @@ impl Default for Validation {
 pub enum SharePolicy {
     /// An idle connection goes into shared use before a connection in shared use takes
     /// another caller: callers spread over as many connections as the pool may open,
-    /// so a slow request delays few others. The default (right for PostgreSQL, where a
-    /// pipelined query waits behind the ones before it).
+    /// so a slow request delays few others. Right for PostgreSQL, where a pipelined query
+    /// waits behind the ones before it; the default of every pool but Redis and HTTP.
     #[default]
     Spread,
     /// The busiest connection in shared use with room (below `max_shares`) takes the
     /// caller; an idle connection goes into shared use only when none has room. Callers
     /// pack onto as few connections as `max_shares` allows, so each carries a deeper
-    /// pipeline (right for Redis and HTTP/2, whose requests are short and independent).
+    /// pipeline. Right for Redis and HTTP/2, whose requests are short and independent,
+    /// and the default of their pools.
     Pack,
 }
 
@@ -91,8 +92,10 @@ pub struct PoolConfig {
     pub down_after_failures: u32,
     /// Most callers one connection serves at once through `checkout_shared`.
     pub max_shares: usize,
-    /// Which connection a shared checkout goes to.
-    pub share_policy: SharePolicy,
+    /// Which connection a shared checkout goes to. `None` (the default): the backend's
+    /// choice. The `poolvisor` crate's Redis and HTTP pools (`.redis()`, `.http()`, and
+    /// `kind = "redis"` / `"http"` in a config file) pack; every other pool spreads.
+    pub share_policy: Option<SharePolicy>,
 }
 
 impl Default for PoolConfig {
@@ -111,7 +114,7 @@ impl Default for PoolConfig {
             max_waiters: 10_000,
             down_after_failures: 3,
             max_shares: 16,
-            share_policy: SharePolicy::Spread,
+            share_policy: None,
         }
     }
 }
@@ -150,8 +153,12 @@ impl PoolConfig {
         down_after_failures: u32,
         /// Sets `max_shares`.
         max_shares: usize,
-        /// Sets `share_policy`.
-        share_policy: SharePolicy,
+    }
+
+    /// Sets `share_policy` (over the backend's choice).
+    pub fn share_policy(mut self, value: SharePolicy) -> Self {
+        self.share_policy = Some(value);
+        self
     }
 
     /// Checks the values on their own; the supervisor checks them against each other pool.

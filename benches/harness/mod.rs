@@ -355,7 +355,7 @@ pub fn print_ratios(title: &str, cases: &[(usize, usize)], grid: &Grid) {
     }
 }
 
-/// Ratios for the contenders at index 6 and 7, `poolvisor shared` spread and packed (see
+/// Ratios for the contenders at index 6 and 7, `poolvisor shared spread` and `packed` (see
 /// the benches' lists), to bb8 without its check-out test, raw connections and one shared
 /// connection.
 pub fn print_shared_ratios(title: &str, cases: &[(usize, usize)], grid: &Grid) {

@@ -116,10 +116,12 @@ impl RedisHandle {
     }
 }
 
+// `send_packed_command(s)` rather than `req_packed_command(s)`: the latter box their
+// future, and ours is boxed already.
 impl ConnectionLike for RedisHandle {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
-            let result = self.conn.req_packed_command(cmd).await;
+            let result = self.conn.send_packed_command(cmd).await;
             self.track(result)
         })
     }
@@ -131,7 +133,10 @@ impl ConnectionLike for RedisHandle {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
-            let result = self.conn.req_packed_commands(pipeline, offset, count).await;
+            let result = self
+                .conn
+                .send_packed_commands(pipeline, offset, count)
+                .await;
             self.track(result)
         })
     }

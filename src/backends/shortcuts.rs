@@ -1,7 +1,9 @@
 //! One line per pool: `.postgres(name, url, cfg)` on the builder, `sup.postgres(name)` on
 //! the supervisor.
 
-use poolvisor_actors::{CheckoutError, PoolConfig, PoolHandle, Supervisor, SupervisorBuilder};
+use poolvisor_actors::{
+    CheckoutError, PoolConfig, PoolHandle, SharePolicy, Supervisor, SupervisorBuilder,
+};
 
 use super::{Http, Postgres, Redis};
 
@@ -25,9 +27,12 @@ use super::{Http, Postgres, Redis};
 pub trait BuilderBackends: Sized {
     /// A PostgreSQL pool (backend kind `postgres`).
     fn postgres(self, name: &str, url: &str, config: PoolConfig) -> Self;
-    /// A Redis pool (backend kind `redis`).
+    /// A Redis pool (backend kind `redis`). Shared checkouts pack unless `config` sets
+    /// `share_policy`: Redis runs one command at a time per server, so a deeper pipeline
+    /// on fewer connections serves more.
     fn redis(self, name: &str, url: &str, config: PoolConfig) -> Self;
-    /// An HTTP(S) pool for the upstream of `base_url` (backend kind `http`).
+    /// An HTTP(S) pool for the upstream of `base_url` (backend kind `http`). Shared
+    /// checkouts (HTTP/2 only) pack unless `config` sets `share_policy`.
     fn http(self, name: &str, base_url: &str, config: PoolConfig) -> Self;
 }
 
@@ -37,12 +42,18 @@ impl BuilderBackends for SupervisorBuilder {
     }
 
     fn redis(self, name: &str, url: &str, config: PoolConfig) -> Self {
-        self.try_graceful_pool(name, "redis", Redis::from_url(url), config)
+        self.try_graceful_pool(name, "redis", Redis::from_url(url), packing(config))
     }
 
     fn http(self, name: &str, base_url: &str, config: PoolConfig) -> Self {
-        self.try_graceful_pool(name, "http", Http::new(base_url), config)
+        self.try_graceful_pool(name, "http", Http::new(base_url), packing(config))
     }
+}
+
+/// `config`, with shared checkouts packing unless it chose otherwise.
+fn packing(mut config: PoolConfig) -> PoolConfig {
+    config.share_policy.get_or_insert(SharePolicy::Pack);
+    config
 }
 
 /// Typed handles of backend pools.

@@ -351,7 +351,8 @@ impl<M: ManageConnection> PoolShared<M> {
         }
         let mut found = None;
         // Packing shared checkouts try a connection in shared use before an idle one.
-        let mut slot = match self.config.share_policy {
+        let policy = self.config.share_policy.unwrap_or_default();
+        let mut slot = match policy {
             SharePolicy::Pack if share && st.waiters.live() == 0 => {
                 self.pick_slot(&st, now, SharePolicy::Pack)
             }
@@ -387,7 +388,7 @@ impl<M: ManageConnection> PoolShared<M> {
             }
         }
         if slot.is_none() && found.is_none() && share && st.waiters.live() == 0 {
-            slot = self.pick_slot(&st, now, self.config.share_policy);
+            slot = self.pick_slot(&st, now, policy);
         }
         if share && (found.is_some() || slot.is_some()) && st.shared_waiting > 0 {
             // Room is left for the next shared waiter (it tries again when woken).
