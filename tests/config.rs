@@ -96,12 +96,15 @@ fn environment_overrides_any_key() {
     std::env::set_var("POOLVISOR_POOLS__ENVPOOL__MAX_SIZE", "30");
     std::env::set_var("POOLVISOR_POOLS__ENVPOOL__CHECKOUT_TIMEOUT", "750ms");
     std::env::set_var("POOLVISOR_SUPERVISOR__MAX_CONNECTIONS", "77");
+    std::env::set_var("POOLVISOR_POOLS__ENVPOOL__SHARE_POLICY", "spread");
     let doc = "[pools.envpool]\nkind = \"http\"\nurl = \"http://127.0.0.1:1\"\nmax_size = 3\n";
     let c = Config::from_toml_with_env(doc).unwrap();
     std::env::remove_var("POOLVISOR_POOLS__ENVPOOL__MAX_SIZE");
     std::env::remove_var("POOLVISOR_POOLS__ENVPOOL__CHECKOUT_TIMEOUT");
     std::env::remove_var("POOLVISOR_SUPERVISOR__MAX_CONNECTIONS");
+    std::env::remove_var("POOLVISOR_POOLS__ENVPOOL__SHARE_POLICY");
     assert_eq!(c.pools[0].settings.max_size, 30);
+    assert_eq!(c.pools[0].settings.share_policy, Some(SharePolicy::Spread));
     assert_eq!(
         c.pools[0].settings.checkout_timeout,
         Duration::from_millis(750)

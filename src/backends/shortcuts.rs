@@ -28,8 +28,8 @@ pub trait BuilderBackends: Sized {
     /// A PostgreSQL pool (backend kind `postgres`).
     fn postgres(self, name: &str, url: &str, config: PoolConfig) -> Self;
     /// A Redis pool (backend kind `redis`). Shared checkouts pack unless `config` sets
-    /// `share_policy`: Redis runs one command at a time per server, so a deeper pipeline
-    /// on fewer connections serves more.
+    /// `share_policy`: Redis runs commands one at a time, so more connections add no
+    /// parallelism, while a deeper pipeline on fewer connections saves writes.
     fn redis(self, name: &str, url: &str, config: PoolConfig) -> Self;
     /// An HTTP(S) pool for the upstream of `base_url` (backend kind `http`). Shared
     /// checkouts (HTTP/2 only) pack unless `config` sets `share_policy`.
