@@ -7,7 +7,9 @@
 mod harness;
 
 use harness::noop::Noop;
-use harness::{header, measure, median, progress, row, runtime, Op, Outcome, Ratio, Settings};
+use harness::{
+    header, measure, median, one_phase, progress, row, runtime, Op, Outcome, Ratio, Settings,
+};
 use poolvisor::{PoolConfig, PoolHandle, Supervisor};
 
 #[derive(Clone)]
@@ -146,7 +148,13 @@ fn main() {
 fn against_best_peer(passes: &[Vec<Outcome>], p: usize) -> Ratio {
     Ratio::of(
         (0..passes[p].len())
-            .map(|i| passes[p][i].ops_per_s / passes[1][i].ops_per_s.max(passes[3][i].ops_per_s))
+            .map(|i| {
+                let (pv, bb8, deadpool) = (&passes[p][i], &passes[1][i], &passes[3][i]);
+                (
+                    pv.ops_per_s / bb8.ops_per_s.max(deadpool.ops_per_s),
+                    one_phase(&[pv, bb8, deadpool]),
+                )
+            })
             .collect(),
     )
 }

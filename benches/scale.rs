@@ -9,7 +9,9 @@ mod harness;
 use std::time::{Duration, Instant};
 
 use harness::noop::Noop;
-use harness::{fmt_rate, measure, median, progress, runtime, Op, Outcome, Ratio, Settings};
+use harness::{
+    fmt_rate, measure, median, one_phase, progress, runtime, Op, Outcome, Ratio, Settings,
+};
 use poolvisor::{PoolConfig, PoolHandle, Supervisor};
 
 #[derive(Clone)]
@@ -73,7 +75,7 @@ fn main() {
             runs[row]
                 .iter()
                 .zip(&runs[1])
-                .map(|(o, base)| o.ops_per_s / base.ops_per_s)
+                .map(|(o, base)| (o.ops_per_s / base.ops_per_s, one_phase(&[o, base])))
                 .collect(),
         );
         println!(

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 pub mod noop;
+pub mod probe;
 
 /// One operation under test (checkout, use, drop).
 pub trait Op: Clone + Send + Sync + 'static {
@@ -26,6 +27,8 @@ pub struct Outcome {
     pub p999_us: f64,
     pub max_us: f64,
     pub jain: f64,
+    /// The CPUs' round trip (`probe`) just before and just after the measurement, in ns.
+    pub round_trip_ns: [Option<f64>; 2],
 }
 
 #[derive(Debug, Clone)]
@@ -113,6 +116,7 @@ fn histogram() -> Histogram<u64> {
 
 /// Runs `tasks` copies of `op` and measures them.
 pub async fn measure<O: Op>(op: O, tasks: usize, settings: &Settings) -> Outcome {
+    let probed_before = probe::round_trip_ns();
     let phase = Arc::new(AtomicU8::new(WARMUP));
     let shards: Arc<Vec<parking_lot::Mutex<Histogram<u64>>>> = Arc::new(
         (0..SHARDS)
@@ -154,6 +158,7 @@ pub async fn measure<O: Op>(op: O, tasks: usize, settings: &Settings) -> Outcome
     for h in handles {
         counts.push(h.await.expect("bench task") as f64);
     }
+    let probed_after = probe::round_trip_ns();
     let mut all = histogram();
     for shard in shards.iter() {
         all.add(&*shard.lock()).unwrap();
@@ -174,6 +179,7 @@ pub async fn measure<O: Op>(op: O, tasks: usize, settings: &Settings) -> Outcome
         } else {
             total * total / (counts.len() as f64 * sq)
         },
+        round_trip_ns: [probed_before, probed_after],
     }
 }
 
@@ -199,14 +205,17 @@ pub fn header() {
 }
 
 /// One measurement as it finishes, on stderr: the tables show medians, this shows the
-/// passes they came from.
+/// passes they came from, and the CPUs' round trip before / after it (`probe`).
 pub fn progress(pass: usize, case: &str, pool: &str, o: &Outcome) {
+    let ns = |v: Option<f64>| v.map_or_else(|| "?".to_owned(), |v| format!("{v:.0}"));
     eprintln!(
-        "pass {} | {case} | {pool} | {} | p50 {:.1} µs | Jain {:.3}",
+        "pass {} | {case} | {pool} | {} | p50 {:.1} µs | Jain {:.3} | round trip {} / {} ns",
         pass + 1,
         fmt_rate(o.ops_per_s),
         o.p50_us,
-        o.jain
+        o.jain,
+        ns(o.round_trip_ns[0]),
+        ns(o.round_trip_ns[1])
     );
 }
 
@@ -232,33 +241,80 @@ pub struct Grid {
 }
 
 /// A ratio between two contenders, taken pass by pass (each pass measures both a few
-/// seconds apart, so a machine that slows down for a minute moves both), then summarised.
+/// seconds apart, so a machine that slows down for a minute moves both), then summarised:
+/// over every pass, and over the passes whose measurements all ran in one phase of the
+/// machine (`probe`; the phase can change within seconds).
 pub struct Ratio {
+    pub all: Spread,
+    /// Over the passes measured in one phase, and how many those were.
+    pub one_phase: Option<(Spread, usize)>,
+    pub passes: usize,
+}
+
+/// The median and range of some per-pass ratios.
+pub struct Spread {
     pub median: f64,
     pub min: f64,
     pub max: f64,
 }
 
+impl Spread {
+    /// Of at least one value.
+    fn of(mut values: Vec<f64>) -> Option<Spread> {
+        values.sort_by(f64::total_cmp);
+        let n = values.len();
+        (n > 0).then(|| Spread {
+            // Of an even number of values, the mean of the two middle ones.
+            median: (values[(n - 1) / 2] + values[n / 2]) / 2.0,
+            min: values[0],
+            max: values[n - 1],
+        })
+    }
+}
+
 impl Ratio {
-    /// The median and range of per-pass ratios (at least one).
-    pub fn of(mut per_pass: Vec<f64>) -> Ratio {
-        per_pass.sort_by(f64::total_cmp);
-        let n = per_pass.len();
+    /// Per pass: the ratio, and whether the outcomes it came from ran in one phase.
+    pub fn of(per_pass: Vec<(f64, bool)>) -> Ratio {
+        let passes = per_pass.len();
+        let one_phase: Vec<f64> = per_pass.iter().filter(|p| p.1).map(|p| p.0).collect();
+        let n = one_phase.len();
         Ratio {
-            // Of an even number of passes, the mean of the two middle ones.
-            median: (per_pass[(n - 1) / 2] + per_pass[n / 2]) / 2.0,
-            min: per_pass[0],
-            max: per_pass[n - 1],
+            all: Spread::of(per_pass.into_iter().map(|p| p.0).collect()).expect("a pass"),
+            one_phase: Spread::of(one_phase).map(|s| (s, n)),
+            passes,
+        }
+    }
+}
+
+/// Whether these outcomes were all measured in one phase of the machine: every probe
+/// before and after them within 1.5× of every other.
+pub fn one_phase(outcomes: &[&Outcome]) -> bool {
+    let probes: Option<Vec<f64>> = outcomes.iter().flat_map(|o| o.round_trip_ns).collect();
+    probes.is_some_and(|p| {
+        let (lo, hi) = p
+            .iter()
+            .fold((f64::MAX, 0f64), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+        hi <= 1.5 * lo
+    })
+}
+
+impl std::fmt::Display for Spread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.min == self.max {
+            write!(f, "{:.2}×", self.median)
+        } else {
+            write!(f, "{:.2}× ({:.2}–{:.2})", self.median, self.min, self.max)
         }
     }
 }
 
 impl std::fmt::Display for Ratio {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.min == self.max {
-            write!(f, "{:.2}×", self.median)
-        } else {
-            write!(f, "{:.2}× ({:.2}–{:.2})", self.median, self.min, self.max)
+        write!(f, "{}", self.all)?;
+        match &self.one_phase {
+            Some((_, n)) if *n == self.passes => write!(f, " [all in one phase]"),
+            Some((s, n)) => write!(f, " [{n} of {} in one phase: {s}]", self.passes),
+            None => write!(f, " [none in one phase]"),
         }
     }
 }
@@ -283,7 +339,7 @@ impl Grid {
         Some(Ratio::of(
             a.iter()
                 .zip(b)
-                .map(|(a, b)| a.ops_per_s / b.ops_per_s)
+                .map(|(a, b)| (a.ops_per_s / b.ops_per_s, one_phase(&[a, b])))
                 .collect(),
         ))
     }
@@ -386,6 +442,7 @@ impl Outcome {
             p999_us: 0.0,
             max_us: 0.0,
             jain: 0.0,
+            round_trip_ns: [None; 2],
         }
     }
 }
