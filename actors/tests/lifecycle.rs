@@ -3,10 +3,12 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::{next_event, one_pool, settle};
-use poolvisor_actors::testing::{crash_pool, wedge_pool, MockManager};
+use poolvisor_actors::testing::{crash_pool, wedge_pool, MockConnection, MockError, MockManager};
 use poolvisor_actors::{
     CheckoutError, CloseReason, EventKind, PoolConfig, PoolStatus, StartError, Supervisor,
 };
@@ -340,4 +342,153 @@ async fn shutdown_keeps_its_deadline_when_a_caller_never_returns() {
     );
     drop(lent);
     assert_eq!(mock.live(), 0, "closed when it came back");
+}
+
+/// A mock manager that tells when the pool that owns it was freed, and whose first
+/// connection may take a while to drop.
+struct Freed {
+    mock: MockManager,
+    freed: Arc<AtomicBool>,
+    slow_drop: Option<Duration>,
+    slowed: AtomicBool,
+}
+
+impl Freed {
+    fn new(mock: &MockManager, slow_drop: Option<Duration>) -> (Freed, Arc<AtomicBool>) {
+        let freed = Arc::new(AtomicBool::new(false));
+        let manager = Freed {
+            mock: mock.clone(),
+            freed: freed.clone(),
+            slow_drop,
+            slowed: AtomicBool::new(false),
+        };
+        (manager, freed)
+    }
+}
+
+impl Drop for Freed {
+    fn drop(&mut self) {
+        self.freed.store(true, Ordering::SeqCst);
+    }
+}
+
+struct SlowDrop(MockConnection, Option<Duration>);
+
+impl std::ops::Deref for SlowDrop {
+    type Target = MockConnection;
+    fn deref(&self) -> &MockConnection {
+        &self.0
+    }
+}
+
+impl Drop for SlowDrop {
+    fn drop(&mut self) {
+        if let Some(pause) = self.1 {
+            std::thread::sleep(pause);
+        }
+    }
+}
+
+impl bb8::ManageConnection for Freed {
+    type Connection = SlowDrop;
+    type Error = MockError;
+    async fn connect(&self) -> Result<SlowDrop, MockError> {
+        let slow = self
+            .slow_drop
+            .filter(|_| !self.slowed.swap(true, Ordering::SeqCst));
+        Ok(SlowDrop(self.mock.connect().await?, slow))
+    }
+    async fn is_valid(&self, conn: &mut SlowDrop) -> Result<(), MockError> {
+        self.mock.is_valid(&mut conn.0).await
+    }
+    fn has_broken(&self, conn: &mut SlowDrop) -> bool {
+        self.mock.has_broken(&mut conn.0)
+    }
+}
+
+/// A guard holds no reference count of its own: the pool keeps itself alive while it
+/// lends (see `Pooled`). A guard that outlives the supervisor and every handle still
+/// works and gives its connection back, and then the pool is freed.
+#[tokio::test(start_paused = true)]
+async fn a_guard_outlives_the_supervisor_and_every_handle() {
+    for shut_down in [true, false] {
+        let mock = MockManager::new();
+        let (manager, freed) = Freed::new(&mock, None);
+        let sup = Supervisor::builder()
+            .pool("m", manager, PoolConfig::default().max_size(2))
+            .start()
+            .await
+            .unwrap();
+        let pool = sup.pool::<Freed>("m").unwrap();
+        let (lent, idle) = (
+            pool.checkout().await.unwrap(),
+            pool.checkout().await.unwrap(),
+        );
+        drop(idle);
+        drop(pool);
+        if shut_down {
+            let report = sup
+                .shutdown_within(Duration::from_millis(100))
+                .await
+                .unwrap();
+            assert_eq!(report.pools[0].1.still_lent, 1);
+        }
+        drop(sup);
+        settle().await;
+        assert!(
+            !freed.load(Ordering::SeqCst),
+            "alive while a connection is lent"
+        );
+        assert_eq!(lent.pool(), "m");
+        lent.ping().unwrap();
+        drop(lent);
+        settle().await;
+        assert!(freed.load(Ordering::SeqCst), "freed once nothing is lent");
+        assert_eq!(mock.live(), 0, "every connection closed");
+    }
+}
+
+/// A guard whose return is slow to close its connection, while the others come back on
+/// another thread, after the supervisor is gone: every return closes its connection
+/// (the pool is shut down) and then touches the pool again, and the slow one does so
+/// after the others took `lent` to zero. Nothing is lost, and the pool is freed once the
+/// last return is done. (Without `hold_pool`'s clone the slow return reads freed
+/// memory; `valgrind` shows it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_return_after_the_supervisor_is_gone_keeps_the_pool_until_it_is_done() {
+    let mock = MockManager::new();
+    let (manager, freed) = Freed::new(&mock, Some(Duration::from_millis(100)));
+    let sup = Supervisor::builder()
+        .pool("m", manager, PoolConfig::default().max_size(4))
+        .start()
+        .await
+        .unwrap();
+    let pool = sup.pool::<Freed>("m").unwrap();
+    let slow = pool.checkout().await.unwrap(); // the first connection: slow to close
+    let mut others = Vec::new();
+    for _ in 0..3 {
+        others.push(pool.checkout().await.unwrap());
+    }
+    drop(pool);
+    let report = sup
+        .shutdown_within(Duration::from_millis(10))
+        .await
+        .unwrap();
+    assert_eq!(report.pools[0].1.still_lent, 4);
+    drop(sup);
+    // Let the actors stop, so that the guards hold the pool's last claim.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let slow = std::thread::spawn(move || drop(slow));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    drop(others);
+    assert!(
+        !freed.load(Ordering::SeqCst),
+        "alive while a return is under way"
+    );
+    slow.join().unwrap();
+    assert!(
+        freed.load(Ordering::SeqCst),
+        "freed once the last return is done"
+    );
+    assert_eq!(mock.live(), 0, "every connection closed");
 }

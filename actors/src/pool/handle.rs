@@ -154,7 +154,7 @@ impl<M: ManageConnection> PoolHandle<M> {
         location: &'static Location<'static>,
     ) -> Result<Pooled<M>, CheckoutError> {
         let queued = match self.shared.take(location, false) {
-            Take::Ready(conn) => return Ok(Pooled::new(conn, self.shared.clone())),
+            Take::Ready(conn) => return Ok(Pooled::new(conn, &self.shared)),
             Take::Share(..) | Take::ShareWait => {
                 unreachable!("only shared checkouts are given a share")
             }
@@ -162,7 +162,7 @@ impl<M: ManageConnection> PoolHandle<M> {
             Take::Wait(queued) => queued,
         };
         let conn = self.wait(queued).await?;
-        Ok(Pooled::new(conn, self.shared.clone()))
+        Ok(Pooled::new(conn, &self.shared))
     }
 
     /// Waits in the queue. Bounded by the pool's sweeper, which fails the wait with

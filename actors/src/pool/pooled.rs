@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
+use std::ptr::NonNull;
 use std::sync::Arc;
 
 use bb8::ManageConnection;
@@ -18,27 +19,45 @@ use super::stats::CloseReason;
 /// when the pool is draining or shut down.
 pub struct Pooled<M: ManageConnection> {
     conn: Option<Conn<M::Connection>>,
-    shared: Arc<PoolShared<M>>,
+    /// The pool, without a reference count: a count changed by every checkout and
+    /// return is a cache line both cores write. While `conn` is lent the pool's state
+    /// holds a strong reference to the pool (`State::keep_alive`), dropped only after
+    /// the last lent connection came back.
+    pool: NonNull<PoolShared<M>>,
 }
 
+// SAFETY: a `Pooled` owns its connection and refers to a pool that is `Send + Sync` and
+// alive while the connection is lent (see `pool`); it is what `Arc<PoolShared<M>>` and
+// `Conn<M::Connection>` would be.
+unsafe impl<M: ManageConnection> Send for Pooled<M> {}
+// SAFETY: `&Pooled` gives `&M::Connection`, `&Conn` and `&PoolShared<M>` only.
+unsafe impl<M: ManageConnection> Sync for Pooled<M> where M::Connection: Sync {}
+
 impl<M: ManageConnection> Pooled<M> {
-    pub(crate) fn new(conn: Conn<M::Connection>, shared: Arc<PoolShared<M>>) -> Self {
+    /// `conn` must have been lent by `pool` (counted in its `lent`).
+    pub(crate) fn new(conn: Conn<M::Connection>, pool: &Arc<PoolShared<M>>) -> Self {
         Pooled {
             conn: Some(conn),
-            shared,
+            pool: NonNull::from(&**pool),
         }
+    }
+
+    fn shared(&self) -> &PoolShared<M> {
+        // SAFETY: while this guard holds a lent connection the pool keeps itself alive
+        // (`State::keep_alive`); once `conn` is given back no method reaches here.
+        unsafe { self.pool.as_ref() }
     }
 
     /// Closes the connection instead of giving it back (the caller knows it is bad).
     pub fn discard(mut self) {
         if let Some(conn) = self.conn.take() {
-            self.shared.put_back(conn, Some(CloseReason::Discarded));
+            self.shared().put_back(conn, Some(CloseReason::Discarded));
         }
     }
 
     /// The name of the pool it came from.
     pub fn pool(&self) -> &str {
-        &self.shared.name
+        &self.shared().name
     }
 
     /// The pool's id for this connection (unique within the pool).
@@ -74,19 +93,20 @@ impl<M: ManageConnection> Drop for Pooled<M> {
         };
         let close = if std::thread::panicking() {
             Some(CloseReason::Panicked)
-        } else if self.shared.manager.has_broken(conn.get_mut()) {
+        } else if self.shared().manager.has_broken(conn.get_mut()) {
             Some(CloseReason::Broken)
         } else {
             None
         };
-        self.shared.put_back(conn, close);
+        // The pool may be freed within: nothing may follow.
+        self.shared().put_back(conn, close);
     }
 }
 
 impl<M: ManageConnection> fmt::Debug for Pooled<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pooled")
-            .field("pool", &self.shared.name)
+            .field("pool", &self.shared().name)
             .field("id", &self.conn.as_ref().map(|c| c.id))
             .finish()
     }

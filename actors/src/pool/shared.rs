@@ -46,6 +46,10 @@ pub(crate) struct State<C: Send + 'static> {
     /// Idle connections; the most recently returned is last (lent first).
     pub(crate) idle: Vec<Conn<C>>,
     pub(crate) lent: usize,
+    /// The pool itself while `lent > 0`: what keeps it alive for the guards, which hold
+    /// no reference count of their own (see `Pooled`). Taken when `lent` drops to zero
+    /// and dropped by whoever took it once it no longer uses the pool.
+    pub(crate) keep_alive: Option<KeepAlive>,
     pub(crate) waiters: Waiters<C>,
     /// Connections that exist: idle, lent and being validated.
     pub(crate) open: usize,
@@ -69,6 +73,9 @@ pub(crate) struct State<C: Send + 'static> {
     pub(crate) shared_waiting: usize,
     pub(crate) stats: Stats,
 }
+
+/// A strong reference to a pool, type-erased so that `State` need not name the manager.
+pub(crate) type KeepAlive = Arc<dyn Send + Sync>;
 
 /// What a checkout attempt found.
 pub(crate) enum Take<C: Send + 'static> {
@@ -142,6 +149,8 @@ pub(crate) struct PoolShared<M: ManageConnection> {
     /// Written only when the guess turns out wrong.
     queueing: AtomicBool,
     next_id: AtomicU64,
+    /// Itself, for `keep_alive`.
+    this: Weak<Self>,
 }
 
 /// What the builder knows of a pool before it starts.
@@ -172,6 +181,7 @@ impl<M: ManageConnection> PoolShared<M> {
             connecting: 0,
             validating: 0,
             lent: 0,
+            keep_alive: None,
             max_size: config.max_size,
             admin: Admin::Running,
             health: Health::Up,
@@ -184,7 +194,7 @@ impl<M: ManageConnection> PoolShared<M> {
             shared_waiting: 0,
             stats: Stats::default(),
         };
-        let shared = Arc::new(PoolShared {
+        let shared = Arc::new_cyclic(|this| PoolShared {
             name,
             backend,
             index,
@@ -201,6 +211,7 @@ impl<M: ManageConnection> PoolShared<M> {
             recorder: Recorder::default(),
             queueing: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
+            this: this.clone(),
         });
         let listener: Arc<dyn BudgetListener> = shared.clone();
         shared.budget.set_listener(index, Arc::downgrade(&listener));
@@ -307,6 +318,12 @@ impl<M: ManageConnection> PoolShared<M> {
         now: Instant,
         location: &'static Location<'static>,
     ) {
+        if st.keep_alive.is_none() {
+            // Whoever lends holds the pool (an `Arc`, or a guard while `lent > 0`), so
+            // it is alive.
+            st.keep_alive = self.this.upgrade().map(|pool| pool as KeepAlive);
+            debug_assert!(st.keep_alive.is_some(), "lending from a pool being dropped");
+        }
         st.lent += 1;
         if st.lent > st.stats.peak_lent {
             st.stats.peak_lent = st.lent;
@@ -561,18 +578,26 @@ impl<M: ManageConnection> PoolShared<M> {
     /// (`cancel_wait`) then finds nothing and leaves the count to us, and the send fails
     /// and gives the connection back. Its lend is undone and the connection goes to the
     /// next waiter, so it is never lost.
-    pub(crate) fn complete(&self, mut handed: Handed<M::Connection>) {
+    ///
+    /// Returns what it took to keep the pool alive (see `hold_pool`) if that undoing needed
+    /// it: the caller drops it once it no longer uses the pool.
+    ///
+    /// A connection on its way to a waiter is still counted in `lent`, so the pool
+    /// outlives a failed send.
+    #[must_use]
+    pub(crate) fn complete(&self, mut handed: Handed<M::Connection>) -> Option<KeepAlive> {
+        let mut held = None;
         loop {
             match handed {
-                Handed::Kept => return,
+                Handed::Kept => return held,
                 Handed::Close(conn) => {
                     drop(conn);
                     self.after_close();
-                    return;
+                    return held;
                 }
                 Handed::Deliver(waiter, conn) => {
                     let back = match waiter.tx.send(Ok(conn)) {
-                        Ok(()) => return,
+                        Ok(()) => return held,
                         Err(Ok(back)) => back,
                         Err(Err(_)) => unreachable!("we sent Ok"),
                     };
@@ -583,6 +608,8 @@ impl<M: ManageConnection> PoolShared<M> {
                         leases.remove(&back.id);
                     }
                     handed = self.hand_over(&mut st, back, now);
+                    let closing = matches!(handed, Handed::Close(_));
+                    held = held.or_else(|| hold_pool(&mut st, closing));
                 }
             }
         }
@@ -628,12 +655,15 @@ impl<M: ManageConnection> PoolShared<M> {
             }
         };
         let running = st.admin == Admin::Running;
-        drop(st);
         let closing = matches!(handed, Handed::Close(_));
-        self.complete(handed);
+        let held = hold_pool(&mut st, closing || !running);
+        drop(st);
+        let also_held = self.complete(handed);
         if !closing && !running {
             self.settled.notify_waiters();
         }
+        // Last: this may be the pool's last reference (its guards hold none).
+        drop((held, also_held));
     }
 
     /// Closes a connection that is not counted as lent or idle (validation failure,
@@ -729,7 +759,8 @@ impl<M: ManageConnection> PoolShared<M> {
                     st.stats.connects_ok += 1;
                     self.hand_over(&mut st, conn, now)
                 };
-                self.complete(handed);
+                // `self` is an `Arc`: what `complete` holds is never the last reference.
+                drop(self.complete(handed));
                 Ok(())
             }
             Ok(Err(e)) => Err(self.connect_failed(permit, redact(&format!("{e:?}")))),
@@ -783,7 +814,7 @@ impl<M: ManageConnection> PoolShared<M> {
                     Handed::Close(conn)
                 }
             };
-            shared.complete(handed);
+            drop(shared.complete(handed));
             if !next.is_empty() {
                 shared.dispose(next);
             }
@@ -837,6 +868,23 @@ impl<M: ManageConnection> PoolShared<M> {
             last_error: st.last_error.as_deref().map(str::to_owned),
             wait_buckets: tally.wait.buckets(&LATENCY_BUCKETS),
         }
+    }
+}
+
+/// At the end of a return's critical section (lock held), which just took a connection
+/// off `lent`: what keeps the pool alive for the rest of that return, since its
+/// connection no longer does. Once nothing is lent, the pool's `keep_alive` itself;
+/// else, if the return will touch the pool again (`again`: to close the connection or
+/// wake a drain), a clone of it, since other guards may take `lent` to zero and free
+/// the pool meanwhile; else nothing (the common return, which does not touch the pool
+/// after the lock, pays no reference count).
+fn hold_pool<C: Send + 'static>(st: &mut State<C>, again: bool) -> Option<KeepAlive> {
+    if st.lent == 0 {
+        st.keep_alive.take()
+    } else if again {
+        st.keep_alive.clone()
+    } else {
+        None
     }
 }
 
