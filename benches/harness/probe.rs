@@ -10,12 +10,17 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 const ROUNDS: u64 = 20_000;
+/// A side that waits this long for the other (descheduled, say) gives up, and so does
+/// the other: the probe then says nothing.
+const PATIENCE: Duration = Duration::from_millis(200);
+const GAVE_UP: u64 = u64::MAX;
 
 /// The mean round trip in ns between the first two CPUs this process may run on, or
-/// `None` if it may run on fewer than two or cannot pin threads.
+/// `None` if it may run on fewer than two, cannot pin threads, or a round trip took
+/// longer than `PATIENCE`.
 pub fn round_trip_ns() -> Option<f64> {
     let (a, b) = two_cpus()?;
     let line = Arc::new(AtomicU64::new(0));
@@ -43,8 +48,19 @@ pub fn round_trip_ns() -> Option<f64> {
                 if ping {
                     line.store(write, Ordering::Release);
                 }
-                while line.load(Ordering::Acquire) != wait {
-                    std::hint::spin_loop();
+                let waiting = Instant::now();
+                let mut spins = 0u32;
+                loop {
+                    match line.load(Ordering::Acquire) {
+                        v if v == wait => break,
+                        GAVE_UP => return None,
+                        _ => std::hint::spin_loop(),
+                    }
+                    spins = spins.wrapping_add(1);
+                    if spins % 1024 == 0 && waiting.elapsed() > PATIENCE {
+                        line.store(GAVE_UP, Ordering::Release);
+                        return None;
+                    }
                 }
                 if !ping {
                     line.store(write, Ordering::Release);
