@@ -44,14 +44,17 @@ impl<M: ManageConnection> Pooled<M> {
 
     fn shared(&self) -> &PoolShared<M> {
         // SAFETY: while this guard holds a lent connection the pool keeps itself alive
-        // (`State::keep_alive`); once `conn` is given back no method reaches here.
+        // (`State::keep_alive`). Giving it back (`put_back`) hands over what kept the
+        // pool alive, which the caller drops after the reference returned here is gone;
+        // no method reaches here after that.
         unsafe { self.pool.as_ref() }
     }
 
     /// Closes the connection instead of giving it back (the caller knows it is bad).
     pub fn discard(mut self) {
         if let Some(conn) = self.conn.take() {
-            self.shared().put_back(conn, Some(CloseReason::Discarded));
+            let last = self.shared().put_back(conn, Some(CloseReason::Discarded));
+            drop(last); // may free the pool: no reference to it is left
         }
     }
 
@@ -98,8 +101,8 @@ impl<M: ManageConnection> Drop for Pooled<M> {
         } else {
             None
         };
-        // The pool may be freed within: nothing may follow.
-        self.shared().put_back(conn, close);
+        let last = self.shared().put_back(conn, close);
+        drop(last); // may free the pool: no reference to it is left
     }
 }
 

@@ -608,8 +608,9 @@ impl<M: ManageConnection> PoolShared<M> {
                         leases.remove(&back.id);
                     }
                     handed = self.hand_over(&mut st, back, now);
-                    let closing = matches!(handed, Handed::Close(_));
-                    held = held.or_else(|| hold_pool(&mut st, closing));
+                    // Only a pass that ends the loop (idle or closed) can need a hold.
+                    debug_assert!(held.is_none());
+                    held = hold_pool(&mut st, matches!(handed, Handed::Close(_)));
                 }
             }
         }
@@ -617,21 +618,38 @@ impl<M: ManageConnection> PoolShared<M> {
 
     /// A caller gives a connection back (from `Pooled`'s drop). `close` is set when the
     /// caller already knows it must not be reused.
-    pub(crate) fn put_back(&self, conn: Conn<M::Connection>, close: Option<CloseReason>) {
-        self.give_back(conn, close, true);
+    ///
+    /// Returns what kept the pool alive for the return (see `hold_pool`); a `Pooled`
+    /// drops it only after this call, since it may be the pool's last reference and
+    /// `&self` must not outlive the pool.
+    #[must_use]
+    pub(crate) fn put_back(
+        &self,
+        conn: Conn<M::Connection>,
+        close: Option<CloseReason>,
+    ) -> Option<KeepAlive> {
+        self.give_back(conn, close, true)
     }
 
     /// A connection delivered to a waiter that had left: back, without a hold to record.
+    /// (The waiter's handle holds the pool.)
     pub(crate) fn put_back_unused(&self, conn: Conn<M::Connection>) {
-        self.give_back(conn, None, false);
+        drop(self.give_back(conn, None, false));
     }
 
     /// A connection back from shared use; its callers recorded their holds themselves.
+    /// (Its `Shared` guard holds the pool.)
     pub(crate) fn put_back_shared(&self, conn: Conn<M::Connection>, close: Option<CloseReason>) {
-        self.give_back(conn, close, false);
+        drop(self.give_back(conn, close, false));
     }
 
-    fn give_back(&self, mut conn: Conn<M::Connection>, close: Option<CloseReason>, hold: bool) {
+    #[must_use]
+    fn give_back(
+        &self,
+        mut conn: Conn<M::Connection>,
+        close: Option<CloseReason>,
+        hold: bool,
+    ) -> Option<KeepAlive> {
         let now = clock::now();
         if hold {
             self.recorder
@@ -662,8 +680,7 @@ impl<M: ManageConnection> PoolShared<M> {
         if !closing && !running {
             self.settled.notify_waiters();
         }
-        // Last: this may be the pool's last reference (its guards hold none).
-        drop((held, also_held));
+        held.or(also_held)
     }
 
     /// Closes a connection that is not counted as lent or idle (validation failure,
