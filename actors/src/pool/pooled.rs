@@ -23,22 +23,24 @@ pub struct Pooled<M: ManageConnection> {
     /// return is a cache line both cores write. While `conn` is lent the pool's state
     /// holds a strong reference to the pool (`State::keep_alive`), dropped only after
     /// the last lent connection came back.
-    pool: NonNull<PoolShared<M>>,
+    pool: PoolRef<M>,
 }
 
-// SAFETY: a `Pooled` owns its connection and refers to a pool that is `Send + Sync` and
-// alive while the connection is lent (see `pool`); it is what `Arc<PoolShared<M>>` and
-// `Conn<M::Connection>` would be.
-unsafe impl<M: ManageConnection> Send for Pooled<M> {}
-// SAFETY: `&Pooled` gives `&M::Connection`, `&Conn` and `&PoolShared<M>` only.
-unsafe impl<M: ManageConnection> Sync for Pooled<M> where M::Connection: Sync {}
+/// A pointer used only as a `&PoolShared<M>`.
+struct PoolRef<M: ManageConnection>(NonNull<PoolShared<M>>);
+
+// SAFETY: it is used only as a shared reference, which may cross and be shared between
+// threads when the pool is `Sync`.
+unsafe impl<M: ManageConnection> Send for PoolRef<M> where PoolShared<M>: Sync {}
+// SAFETY: as for `Send`.
+unsafe impl<M: ManageConnection> Sync for PoolRef<M> where PoolShared<M>: Sync {}
 
 impl<M: ManageConnection> Pooled<M> {
     /// `conn` must have been lent by `pool` (counted in its `lent`).
     pub(crate) fn new(conn: Conn<M::Connection>, pool: &Arc<PoolShared<M>>) -> Self {
         Pooled {
             conn: Some(conn),
-            pool: NonNull::from(&**pool),
+            pool: PoolRef(NonNull::from(&**pool)),
         }
     }
 
@@ -47,7 +49,7 @@ impl<M: ManageConnection> Pooled<M> {
         // (`State::keep_alive`). Giving it back (`put_back`) hands over what kept the
         // pool alive, which the caller drops after the reference returned here is gone;
         // no method reaches here after that.
-        unsafe { self.pool.as_ref() }
+        unsafe { self.pool.0.as_ref() }
     }
 
     /// Closes the connection instead of giving it back (the caller knows it is bad).
