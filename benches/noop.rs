@@ -6,7 +6,7 @@
 
 mod harness;
 
-use harness::noop::Noop;
+use harness::noop::{Deadpool, Noop};
 use harness::{
     header, measure, median, one_phase, progress, row, runtime, Op, Outcome, Ratio, Settings,
 };
@@ -25,14 +25,6 @@ struct Bb8(bb8::Pool<Noop>);
 impl Op for Bb8 {
     async fn run(&self) {
         drop(self.0.get().await.expect("bb8 checkout"));
-    }
-}
-
-#[derive(Clone)]
-struct Deadpool(deadpool::managed::Pool<Noop>);
-impl Op for Deadpool {
-    async fn run(&self) {
-        drop(self.0.get().await.expect("deadpool checkout"));
     }
 }
 

@@ -1,6 +1,7 @@
-//! `scale`: checkout cost from 8 to 10,000 waiting tasks (and with none, for reference);
-//! the time to start 1,000 pools under one supervisor; memory per pool and per idle
-//! connection (RSS deltas).
+//! `scale`: checkout cost from 8 to 10,000 waiting tasks (and with none, for reference),
+//! beside deadpool's (FIFO through tokio's semaphore: what serving that many tasks in
+//! turn costs any fair pool on this machine); the time to start 1,000 pools under one
+//! supervisor; memory per pool and per idle connection (RSS deltas).
 //!
 //! `cargo bench --bench scale -- --passes 5`
 
@@ -8,7 +9,7 @@ mod harness;
 
 use std::time::{Duration, Instant};
 
-use harness::noop::Noop;
+use harness::noop::{Deadpool, Noop};
 use harness::{
     fmt_rate, measure, median, one_phase, progress, runtime, Op, Outcome, Ratio, Settings,
 };
@@ -40,6 +41,7 @@ fn main() {
     // from 8 on every checkout queues. Rows run interleaved, pass by pass.
     const WAITING: [usize; 5] = [0, 8, 100, 1_000, 10_000];
     let mut runs: Vec<Vec<Outcome>> = vec![Vec::new(); WAITING.len()];
+    let mut reference: Vec<Vec<Outcome>> = vec![Vec::new(); WAITING.len()];
     for pass in 0..settings.passes {
         for (row, waiting) in WAITING.iter().enumerate() {
             let tasks = 8 + waiting;
@@ -59,6 +61,15 @@ fn main() {
             });
             progress(pass, &format!("{tasks} tasks"), "poolvisor", &o);
             runs[row].push(o);
+            let o = runtime().block_on(async {
+                let p = deadpool::managed::Pool::builder(Noop)
+                    .max_size(8)
+                    .build()
+                    .unwrap();
+                measure(Deadpool(p), tasks, &settings).await
+            });
+            progress(pass, &format!("{tasks} tasks"), "deadpool", &o);
+            reference[row].push(o);
         }
     }
     println!(
@@ -66,26 +77,33 @@ fn main() {
         settings.passes
     );
     println!(
-        "| waiting | tasks | ops/s | vs 8 waiting, per pass | p50 µs | p99 µs | max µs | Jain |"
+        "| waiting | tasks | ops/s | vs 8 waiting, per pass | p50 µs | p99 µs | max µs | Jain | deadpool ops/s | deadpool vs 8 waiting |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
-    for (row, waiting) in WAITING.iter().enumerate() {
-        let o = median(runs[row].clone());
-        let vs = Ratio::of(
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    // Each row against the 8-waiting row of the same pass.
+    let against_8 = |runs: &[Vec<Outcome>], row: usize| {
+        Ratio::of(
             runs[row]
                 .iter()
                 .zip(&runs[1])
                 .map(|(o, base)| (o.ops_per_s / base.ops_per_s, one_phase(&[o, base])))
                 .collect(),
-        );
+        )
+    };
+    for (row, waiting) in WAITING.iter().enumerate() {
+        let o = median(runs[row].clone());
+        let r = median(reference[row].clone());
         println!(
-            "| {waiting} | {} | {} | {vs} | {:.1} | {:.1} | {:.0} | {:.3} |",
+            "| {waiting} | {} | {} | {} | {:.1} | {:.1} | {:.0} | {:.3} | {} | {} |",
             8 + waiting,
             fmt_rate(o.ops_per_s),
+            against_8(&runs, row),
             o.p50_us,
             o.p99_us,
             o.max_us,
-            o.jain
+            o.jain,
+            fmt_rate(r.ops_per_s),
+            against_8(&reference, row),
         );
     }
 

@@ -2,6 +2,8 @@
 
 use std::convert::Infallible;
 
+use super::Op;
+
 /// A manager whose connect and validation do nothing: the pool's own cost.
 #[derive(Clone, Copy)]
 pub struct Noop;
@@ -32,5 +34,15 @@ impl deadpool::managed::Manager for Noop {
         _: &deadpool::managed::Metrics,
     ) -> deadpool::managed::RecycleResult<Infallible> {
         Ok(())
+    }
+}
+
+/// A deadpool checkout and drop.
+#[derive(Clone)]
+pub struct Deadpool(pub deadpool::managed::Pool<Noop>);
+
+impl Op for Deadpool {
+    async fn run(&self) {
+        drop(self.0.get().await.expect("deadpool checkout"));
     }
 }
