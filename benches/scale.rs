@@ -45,31 +45,36 @@ fn main() {
     for pass in 0..settings.passes {
         for (row, waiting) in WAITING.iter().enumerate() {
             let tasks = 8 + waiting;
-            let o = runtime().block_on(async {
-                let cfg = PoolConfig::default()
-                    .max_size(8)
-                    .max_waiters(20_000)
-                    .checkout_timeout(Duration::from_secs(60));
-                let sup = Supervisor::builder()
-                    .pool("noop", Noop, cfg)
-                    .start()
-                    .await
-                    .unwrap();
-                let o = measure(Checkout(sup.pool("noop").unwrap()), tasks, &settings).await;
-                sup.shutdown().await.unwrap();
-                o
-            });
-            progress(pass, &format!("{tasks} tasks"), "poolvisor", &o);
-            runs[row].push(o);
-            let o = runtime().block_on(async {
-                let p = deadpool::managed::Pool::builder(Noop)
-                    .max_size(8)
-                    .build()
-                    .unwrap();
-                measure(Deadpool(p), tasks, &settings).await
-            });
-            progress(pass, &format!("{tasks} tasks"), "deadpool", &o);
-            reference[row].push(o);
+            // The two take turns going first, pass by pass.
+            for pool in [pass % 2, 1 - pass % 2] {
+                let o = runtime().block_on(async {
+                    if pool == 1 {
+                        let p = deadpool::managed::Pool::builder(Noop)
+                            .max_size(8)
+                            .build()
+                            .unwrap();
+                        return measure(Deadpool(p), tasks, &settings).await;
+                    }
+                    let cfg = PoolConfig::default()
+                        .max_size(8)
+                        .max_waiters(20_000)
+                        .checkout_timeout(Duration::from_secs(60));
+                    let sup = Supervisor::builder()
+                        .pool("noop", Noop, cfg)
+                        .start()
+                        .await
+                        .unwrap();
+                    let o = measure(Checkout(sup.pool("noop").unwrap()), tasks, &settings).await;
+                    sup.shutdown().await.unwrap();
+                    o
+                });
+                let (name, into) = match pool {
+                    0 => ("poolvisor", &mut runs),
+                    _ => ("deadpool", &mut reference),
+                };
+                progress(pass, &format!("{tasks} tasks"), name, &o);
+                into[row].push(o);
+            }
         }
     }
     println!(
