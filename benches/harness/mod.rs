@@ -29,6 +29,10 @@ pub struct Outcome {
     pub jain: f64,
     /// The CPUs' round trip (`probe`) just before and just after the measurement, in ns.
     pub round_trip_ns: [Option<f64>; 2],
+    /// The slowest of the measured window's 100 ms slices over the fastest, by operations
+    /// completed: below ~0.67 the speed changed within the measurement, which the two
+    /// probes around it cannot see.
+    pub steadiness: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -110,6 +114,15 @@ const STOP: u8 = 2;
 /// measure the cache, not the pool. A shard's lock is held for one `record`.
 const SHARDS: usize = 16;
 
+/// Operations are also counted by the 100 ms slice they end in (for `steadiness`).
+const SLICE: Duration = Duration::from_millis(100);
+
+struct Shard {
+    latencies: Histogram<u64>,
+    /// Operations ended in each slice since the tasks started.
+    slices: Vec<u64>,
+}
+
 fn histogram() -> Histogram<u64> {
     Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).unwrap()
 }
@@ -118,11 +131,20 @@ fn histogram() -> Histogram<u64> {
 pub async fn measure<O: Op>(op: O, tasks: usize, settings: &Settings) -> Outcome {
     let probed_before = probe::round_trip_ns();
     let phase = Arc::new(AtomicU8::new(WARMUP));
-    let shards: Arc<Vec<parking_lot::Mutex<Histogram<u64>>>> = Arc::new(
+    // Room for the warm-up, the window, and operations that end after it.
+    let n_slices =
+        ((settings.warmup + settings.measure).as_millis() / SLICE.as_millis()) as usize + 4;
+    let shards: Arc<Vec<parking_lot::Mutex<Shard>>> = Arc::new(
         (0..SHARDS)
-            .map(|_| parking_lot::Mutex::new(histogram()))
+            .map(|_| {
+                parking_lot::Mutex::new(Shard {
+                    latencies: histogram(),
+                    slices: vec![0; n_slices],
+                })
+            })
             .collect(),
     );
+    let epoch = Instant::now();
     let mut handles = Vec::with_capacity(tasks);
     for i in 0..tasks {
         let op = op.clone();
@@ -140,7 +162,11 @@ pub async fn measure<O: Op>(op: O, tasks: usize, settings: &Settings) -> Outcome
                 op.run().await;
                 let dt = t0.elapsed();
                 if p == MEASURE {
-                    shard.lock().saturating_record(dt.as_nanos() as u64);
+                    let slice = ((t0 + dt - epoch).as_millis() / SLICE.as_millis()) as usize;
+                    let mut shard = shard.lock();
+                    shard.latencies.saturating_record(dt.as_nanos() as u64);
+                    let last = shard.slices.len() - 1;
+                    shard.slices[slice.min(last)] += 1;
                     count += 1;
                 }
                 tokio::task::consume_budget().await;
@@ -160,9 +186,22 @@ pub async fn measure<O: Op>(op: O, tasks: usize, settings: &Settings) -> Outcome
     }
     let probed_after = probe::round_trip_ns();
     let mut all = histogram();
+    let mut slices = vec![0u64; n_slices];
     for shard in shards.iter() {
-        all.add(&*shard.lock()).unwrap();
+        let shard = shard.lock();
+        all.add(&shard.latencies).unwrap();
+        for (sum, n) in slices.iter_mut().zip(&shard.slices) {
+            *sum += n;
+        }
     }
+    // The slices wholly inside the window.
+    let first = (started - epoch).as_millis().div_ceil(SLICE.as_millis()) as usize;
+    let end = ((started + window - epoch).as_millis() / SLICE.as_millis()) as usize;
+    let inside = &slices[first.min(end)..end];
+    let steadiness = match (inside.iter().min(), inside.iter().max()) {
+        (Some(&lo), Some(&hi)) if hi > 0 => lo as f64 / hi as f64,
+        _ => 1.0,
+    };
     // Operations that finished after the window closed are few and counted; the window
     // is measured, so ops/s is total / window.
     let total: f64 = counts.iter().sum();
@@ -180,6 +219,7 @@ pub async fn measure<O: Op>(op: O, tasks: usize, settings: &Settings) -> Outcome
             total * total / (counts.len() as f64 * sq)
         },
         round_trip_ns: [probed_before, probed_after],
+        steadiness,
     }
 }
 
@@ -209,13 +249,14 @@ pub fn header() {
 pub fn progress(pass: usize, case: &str, pool: &str, o: &Outcome) {
     let ns = |v: Option<f64>| v.map_or_else(|| "?".to_owned(), |v| format!("{v:.0}"));
     eprintln!(
-        "pass {} | {case} | {pool} | {} | p50 {:.1} µs | Jain {:.3} | round trip {} / {} ns",
+        "pass {} | {case} | {pool} | {} | p50 {:.1} µs | Jain {:.3} | round trip {} / {} ns | steady {:.2}",
         pass + 1,
         fmt_rate(o.ops_per_s),
         o.p50_us,
         o.jain,
         ns(o.round_trip_ns[0]),
-        ns(o.round_trip_ns[1])
+        ns(o.round_trip_ns[1]),
+        o.steadiness
     );
 }
 
@@ -287,8 +328,13 @@ impl Ratio {
 }
 
 /// Whether these outcomes were all measured in one phase of the machine: every probe
-/// before and after them within 1.5× of every other.
+/// before and after them within 1.5× of every other, and none whose speed changed
+/// within its window (its slowest slice below half its fastest: a phase change between
+/// the probes, which they cannot see).
 pub fn one_phase(outcomes: &[&Outcome]) -> bool {
+    if outcomes.iter().any(|o| o.steadiness < 0.5) {
+        return false;
+    }
     let probes: Option<Vec<f64>> = outcomes.iter().flat_map(|o| o.round_trip_ns).collect();
     probes.is_some_and(|p| {
         let (lo, hi) = p
@@ -443,6 +489,7 @@ impl Outcome {
             max_us: 0.0,
             jain: 0.0,
             round_trip_ns: [None; 2],
+            steadiness: 1.0,
         }
     }
 }
