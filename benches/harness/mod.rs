@@ -5,9 +5,11 @@
 #![allow(dead_code)]
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use quanta::Instant;
 
 use hdrhistogram::Histogram;
 
@@ -109,10 +111,19 @@ const WARMUP: u8 = 0;
 const MEASURE: u8 = 1;
 const STOP: u8 = 2;
 
-/// Latencies go into a few shared histograms (task `i` uses shard `i % SHARDS`), not one
-/// per task: a histogram at 3 significant digits is ~230 KiB, and 10,000 of them would
-/// measure the cache, not the pool. A shard's lock is held for one `record`.
-const SHARDS: usize = 16;
+/// Latencies go into one histogram per worker thread, not one per task: a histogram at 3
+/// significant digits is ~230 KiB, and 10,000 of them would measure the cache, not the
+/// pool. A worker records into its own shard, so recording moves no cache line between
+/// the cores (a shard per task index did, for every contender alike); the shard's lock is
+/// only ever contended when the results are read.
+const SHARDS: usize = 8;
+
+/// The shard of the calling thread.
+fn shard_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local!(static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS);
+    INDEX.with(|i| *i)
+}
 
 /// Operations are also counted by the 100 ms slice they end in (for `steadiness`).
 const SLICE: Duration = Duration::from_millis(100);
@@ -121,6 +132,8 @@ const SLICE: Duration = Duration::from_millis(100);
 /// at a phase's usual speed and 0.19–0.36 across a phase change.
 const STEADY: f64 = 0.5;
 
+/// Aligned so that no two shards share a cache line.
+#[repr(align(128))]
 struct Shard {
     latencies: Histogram<u64>,
     /// Operations ended in each slice since the tasks started.
@@ -150,12 +163,11 @@ pub async fn measure<O: Op>(op: O, tasks: usize, settings: &Settings) -> Outcome
     );
     let epoch = Instant::now();
     let mut handles = Vec::with_capacity(tasks);
-    for i in 0..tasks {
+    for _ in 0..tasks {
         let op = op.clone();
         let phase = phase.clone();
         let shards = shards.clone();
         handles.push(tokio::spawn(async move {
-            let shard = &shards[i % SHARDS];
             let mut count = 0u64;
             loop {
                 let p = phase.load(Ordering::Relaxed);
@@ -167,7 +179,8 @@ pub async fn measure<O: Op>(op: O, tasks: usize, settings: &Settings) -> Outcome
                 let dt = t0.elapsed();
                 if p == MEASURE {
                     let slice = ((t0 + dt - epoch).as_millis() / SLICE.as_millis()) as usize;
-                    let mut shard = shard.lock();
+                    // No await since `op` ended: this is the thread that timed it.
+                    let mut shard = shards[shard_index()].lock();
                     shard.latencies.saturating_record(dt.as_nanos() as u64);
                     let last = shard.slices.len() - 1;
                     shard.slices[slice.min(last)] += 1;
