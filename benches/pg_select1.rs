@@ -1,18 +1,17 @@
 //! `pg_select1`: checkout, `simple_query("SELECT 1")`, drop — poolvisor (default config)
 //! against bb8-postgres (default, and without its check-out test), deadpool-postgres
-//! (default), raw connections (one per task, as many tasks as connections: the limit), one
-//! shared client (tokio-postgres pipelines concurrent queries), and a new connection per
-//! operation. Needs PostgreSQL at `POOLVISOR_PG_URL` (default
-//! `postgres://root@127.0.0.1:5432/test`).
+//! (default), raw connections (one per task, as many tasks as connections: the limit),
+//! every task taking turns on that many raw connections (what handing a connection from
+//! task to task costs, with no pool), one shared client (tokio-postgres pipelines
+//! concurrent queries), and a new connection per operation. Needs PostgreSQL at
+//! `POOLVISOR_PG_URL` (default `postgres://root@127.0.0.1:5432/test`).
 //!
 //! `cargo bench --bench pg_select1 [-- --passes 3]`
 
 mod harness;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-
 use bb8_postgres::PostgresConnectionManager;
+use harness::assigned::{turns, Assigned, Turns};
 use harness::{measure, run_grid, Contender, Op, Settings};
 use poolvisor::backends::Postgres;
 use poolvisor::prelude::*;
@@ -64,25 +63,15 @@ impl Op for Deadpool {
     }
 }
 
-/// Each clone takes the next client of the set: one dedicated connection per task.
-struct Dedicated {
-    all: Arc<Vec<Arc<Client>>>,
-    next: Arc<AtomicUsize>,
-    mine: Arc<Client>,
-}
-impl Clone for Dedicated {
-    fn clone(&self) -> Self {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.all.len();
-        Dedicated {
-            all: self.all.clone(),
-            next: self.next.clone(),
-            mine: self.all[i].clone(),
-        }
+impl Op for Assigned<Client> {
+    async fn run(&self) {
+        select1(self.mine()).await;
     }
 }
-impl Op for Dedicated {
+
+impl Op for Turns<Client> {
     async fn run(&self) {
-        select1(&self.mine).await;
+        select1(&*self.mine().lock().await).await;
     }
 }
 
@@ -100,14 +89,14 @@ impl Op for Unpooled {
     }
 }
 
-async fn clients(n: usize) -> Vec<Arc<Client>> {
+async fn clients(n: usize) -> Vec<Client> {
     let mut out = Vec::new();
     for _ in 0..n {
         let (client, conn) = tokio_postgres::connect(&url(), NoTls)
             .await
             .expect("PostgreSQL reachable");
         tokio::spawn(conn);
-        out.push(Arc::new(client));
+        out.push(client);
     }
     out
 }
@@ -197,12 +186,7 @@ fn contenders() -> Vec<(&'static str, Contender)> {
             "raw (1 conn/task)",
             Box::new(|_tasks, size, s: Settings| {
                 Box::pin(async move {
-                    let all = Arc::new(clients(size).await);
-                    let op = Dedicated {
-                        mine: all[0].clone(),
-                        all,
-                        next: Arc::new(AtomicUsize::new(0)),
-                    };
+                    let op = Assigned::new(clients(size).await);
                     measure(op, size, &s).await
                 })
             }),
@@ -211,18 +195,19 @@ fn contenders() -> Vec<(&'static str, Contender)> {
             "one shared conn",
             Box::new(|tasks, _size, s: Settings| {
                 Box::pin(async move {
-                    let all = Arc::new(clients(1).await);
-                    let op = Dedicated {
-                        mine: all[0].clone(),
-                        all,
-                        next: Arc::new(AtomicUsize::new(0)),
-                    };
+                    let op = Assigned::new(clients(1).await);
                     measure(op, tasks, &s).await
                 })
             }),
         ),
         ("poolvisor shared spread", shared(SharePolicy::Spread)),
         ("poolvisor shared packed", shared(SharePolicy::Pack)),
+        (
+            "raw (tasks take turns)",
+            Box::new(|tasks, size, s: Settings| {
+                Box::pin(async move { measure(turns(clients(size).await), tasks, &s).await })
+            }),
+        ),
     ]
 }
 

@@ -1,16 +1,15 @@
 //! `redis_ping`: checkout, `PING`, drop — poolvisor (default config) against bb8
 //! (default, and without its check-out test), deadpool-redis (default), raw connections
-//! (one per task, as many tasks as connections: the limit), one shared multiplexed
-//! connection, and a new connection per operation. Needs Redis at `POOLVISOR_REDIS_URL`
-//! (default `redis://127.0.0.1:6379`).
+//! (one per task, as many tasks as connections: the limit), every task taking turns on
+//! that many raw connections (what handing a connection from task to task costs, with
+//! no pool), one shared multiplexed connection, and a new connection per operation.
+//! Needs Redis at `POOLVISOR_REDIS_URL` (default `redis://127.0.0.1:6379`).
 //!
 //! `cargo bench --bench redis_ping [-- --passes 3]`
 
 mod harness;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-
+use harness::assigned::{turns, Assigned, Turns};
 use harness::{measure, run_grid, Contender, Op, Settings};
 use poolvisor::backends::Redis;
 use poolvisor::prelude::*;
@@ -61,25 +60,15 @@ impl Op for Deadpool {
     }
 }
 
-/// Each clone takes the next connection of the set: one dedicated connection per task.
-struct Dedicated {
-    all: Arc<Vec<MultiplexedConnection>>,
-    next: Arc<AtomicUsize>,
-    mine: MultiplexedConnection,
-}
-impl Clone for Dedicated {
-    fn clone(&self) -> Self {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.all.len();
-        Dedicated {
-            all: self.all.clone(),
-            next: self.next.clone(),
-            mine: self.all[i].clone(),
-        }
+impl Op for Assigned<MultiplexedConnection> {
+    async fn run(&self) {
+        ping(&mut self.mine().clone()).await;
     }
 }
-impl Op for Dedicated {
+
+impl Op for Turns<MultiplexedConnection> {
     async fn run(&self) {
-        ping(&mut self.mine.clone()).await;
+        ping(&mut *self.mine().lock().await).await;
     }
 }
 
@@ -196,12 +185,7 @@ fn contenders() -> Vec<(&'static str, Contender)> {
             "raw (1 conn/task)",
             Box::new(|_tasks, size, s: Settings| {
                 Box::pin(async move {
-                    let all = Arc::new(connections(size).await);
-                    let op = Dedicated {
-                        mine: all[0].clone(),
-                        all,
-                        next: Arc::new(AtomicUsize::new(0)),
-                    };
+                    let op = Assigned::new(connections(size).await);
                     measure(op, size, &s).await
                 })
             }),
@@ -210,18 +194,19 @@ fn contenders() -> Vec<(&'static str, Contender)> {
             "one shared conn",
             Box::new(|tasks, _size, s: Settings| {
                 Box::pin(async move {
-                    let all = Arc::new(connections(1).await);
-                    let op = Dedicated {
-                        mine: all[0].clone(),
-                        all,
-                        next: Arc::new(AtomicUsize::new(0)),
-                    };
+                    let op = Assigned::new(connections(1).await);
                     measure(op, tasks, &s).await
                 })
             }),
         ),
         ("poolvisor shared spread", shared(SharePolicy::Spread)),
         ("poolvisor shared packed", shared(SharePolicy::Pack)),
+        (
+            "raw (tasks take turns)",
+            Box::new(|tasks, size, s: Settings| {
+                Box::pin(async move { measure(turns(connections(size).await), tasks, &s).await })
+            }),
+        ),
     ]
 }
 

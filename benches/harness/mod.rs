@@ -15,6 +15,7 @@ use quanta::Instant;
 
 use hdrhistogram::Histogram;
 
+pub mod assigned;
 pub mod noop;
 pub mod probe;
 
@@ -310,11 +311,36 @@ pub struct Ratio {
     pub passes: usize,
 }
 
-/// The median and range of some per-pass ratios.
+/// The median and range of some per-pass ratios, and a 95 % confidence interval for
+/// their median.
 pub struct Spread {
     pub median: f64,
     pub min: f64,
     pub max: f64,
+    /// Distribution-free (order statistics; the sign test's binomial): the interval from
+    /// the k-th smallest to the k-th largest value that holds the true median with at
+    /// least 95 % probability, whatever the shape of the passes' scatter. `None` under
+    /// six values, where even the whole range holds it with less.
+    pub ci95: Option<(f64, f64)>,
+}
+
+/// The largest `k` for which the `k`-th smallest and `k`-th largest of `n` values bound
+/// their median with at least 95 % probability: each tail, `P(Binomial(n, ½) < k)`, at
+/// most 2.5 %.
+fn ci_rank(n: usize) -> Option<usize> {
+    let mut below = 0.0; // P(X < k), built up one term at a time
+    let mut term = 0.5f64.powi(n as i32); // P(X = 0)
+    let mut best = None;
+    for k in 1..=n / 2 {
+        below += term;
+        if below > 0.025 {
+            break;
+        }
+        best = Some(k);
+        // P(X = k) from P(X = k - 1).
+        term *= (n - (k - 1)) as f64 / k as f64;
+    }
+    best
 }
 
 impl Spread {
@@ -327,6 +353,7 @@ impl Spread {
             median: (values[(n - 1) / 2] + values[n / 2]) / 2.0,
             min: values[0],
             max: values[n - 1],
+            ci95: ci_rank(n).map(|k| (values[k - 1], values[n - k])),
         })
     }
 }
@@ -365,10 +392,13 @@ pub fn one_phase(outcomes: &[&Outcome]) -> bool {
 impl std::fmt::Display for Spread {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.min == self.max {
-            write!(f, "{:.2}×", self.median)
-        } else {
-            write!(f, "{:.2}× ({:.2}–{:.2})", self.median, self.min, self.max)
+            return write!(f, "{:.2}×", self.median);
         }
+        write!(f, "{:.2}× ({:.2}–{:.2}", self.median, self.min, self.max)?;
+        if let Some((lo, hi)) = self.ci95 {
+            write!(f, "; median in {lo:.2}–{hi:.2}")?;
+        }
+        write!(f, ")")
     }
 }
 
@@ -455,8 +485,9 @@ fn or_dash(r: Option<Ratio>) -> String {
 }
 
 /// Prints poolvisor's ratios to raw connections and to the other pools, for grids whose
-/// contenders are, in order: poolvisor, bb8, bb8 no test, deadpool, raw (1 conn/task).
-/// Each ratio is the median of the per-pass ratios, with their range.
+/// contenders are, in order: poolvisor, bb8, bb8 no test, deadpool, raw (1 conn/task), and
+/// at index 8 raw with the tasks taking turns. Each ratio is the median of the per-pass
+/// ratios, with their range.
 pub fn print_ratios(title: &str, cases: &[(usize, usize)], grid: &Grid) {
     println!("\n{title}");
     for (c, &(tasks, size)) in cases.iter().enumerate() {
@@ -465,13 +496,17 @@ pub fn print_ratios(title: &str, cases: &[(usize, usize)], grid: &Grid) {
         };
         let pv = grid.median(c, 0);
         println!(
-            "- {tasks} / {size}: {raw} raw, {} bb8, {} bb8 no test, {} deadpool; Jain {:.3}, max {:.1} ms",
+            "- {tasks} / {size}: {raw} raw, {} raw with the tasks taking turns, {} bb8, {} bb8 no test, {} deadpool; Jain {:.3}, max {:.1} ms",
+            or_dash(grid.ratio(c, 0, 8)),
             or_dash(grid.ratio(c, 0, 1)),
             or_dash(grid.ratio(c, 0, 2)),
             or_dash(grid.ratio(c, 0, 3)),
             pv.jain,
             pv.max_us / 1e3
         );
+        if let Some(turns) = grid.ratio(c, 8, 4) {
+            println!("  (raw with the tasks taking turns: {turns} raw)");
+        }
     }
 }
 
