@@ -491,13 +491,15 @@ fn or_dash(r: Option<Ratio>) -> String {
 pub fn print_ratios(title: &str, cases: &[(usize, usize)], grid: &Grid) {
     println!("\n{title}");
     for (c, &(tasks, size)) in cases.iter().enumerate() {
-        let Some(raw) = grid.ratio(c, 0, 4) else {
+        let (raw, turns) = (grid.ratio(c, 0, 4), grid.ratio(c, 0, 8));
+        if raw.is_none() && turns.is_none() {
             continue;
-        };
+        }
         let pv = grid.median(c, 0);
         println!(
-            "- {tasks} / {size}: {raw} raw, {} raw with the tasks taking turns, {} bb8, {} bb8 no test, {} deadpool; Jain {:.3}, max {:.1} ms",
-            or_dash(grid.ratio(c, 0, 8)),
+            "- {tasks} / {size}: {} raw, {} raw with the tasks taking turns, {} bb8, {} bb8 no test, {} deadpool; Jain {:.3}, max {:.1} ms",
+            or_dash(raw),
+            or_dash(turns),
             or_dash(grid.ratio(c, 0, 1)),
             or_dash(grid.ratio(c, 0, 2)),
             or_dash(grid.ratio(c, 0, 3)),
