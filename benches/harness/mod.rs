@@ -49,6 +49,8 @@ pub struct Settings {
     pub only: Option<Vec<String>>,
     /// `--tasks N`: measure only cases with this many tasks.
     pub tasks: Option<usize>,
+    /// `--size N`: measure only cases with this many connections.
+    pub size: Option<usize>,
 }
 
 impl Settings {
@@ -58,10 +60,16 @@ impl Settings {
             .is_none_or(|o| o.iter().any(|name| name == pool))
             && self.tasks.is_none_or(|t| t == tasks)
     }
+
+    /// Whether a case with `tasks` tasks on `size` connections is wanted.
+    pub fn wants_case(&self, pool: &str, tasks: usize, size: usize) -> bool {
+        self.wants(pool, tasks) && self.size.is_none_or(|n| n == size)
+    }
 }
 
 impl Settings {
-    /// `--seconds S` (measured window), `--passes N` (median of N), `--quick`.
+    /// `--seconds S` (measured window), `--passes N` (median of N), `--quick`; `--only`,
+    /// `--tasks` and `--size` pick contenders and cases.
     pub fn from_args() -> Self {
         let mut s = Settings {
             warmup: Duration::from_millis(500),
@@ -69,6 +77,7 @@ impl Settings {
             passes: 1,
             only: None,
             tasks: None,
+            size: None,
         };
         let args: Vec<String> = std::env::args().collect();
         let mut i = 1;
@@ -88,6 +97,10 @@ impl Settings {
                 }
                 "--tasks" => {
                     s.tasks = Some(args[i + 1].parse().expect("--tasks N"));
+                    i += 1;
+                }
+                "--size" => {
+                    s.size = Some(args[i + 1].parse().expect("--size N"));
                     i += 1;
                 }
                 "--quick" => {
@@ -454,7 +467,7 @@ pub fn run_grid(
             for i in 0..contenders.len() {
                 let k = (i + pass) % contenders.len();
                 let (name, run) = &contenders[k];
-                if !settings.wants(name, tasks) {
+                if !settings.wants_case(name, tasks, size) {
                     continue;
                 }
                 let o = runtime().block_on(run(tasks, size, settings.clone()));
