@@ -16,6 +16,7 @@ use quanta::Instant;
 use hdrhistogram::Histogram;
 
 pub mod assigned;
+pub mod cpu;
 pub mod noop;
 pub mod probe;
 
@@ -38,6 +39,8 @@ pub struct Outcome {
     /// completed: below `STEADY` the speed changed within the measurement, which the two
     /// probes around it cannot see.
     pub steadiness: f64,
+    /// The CPU the measured window used per operation (`cpu`), where `/proc` tells.
+    pub cpu: Option<cpu::CpuUse>,
 }
 
 #[derive(Debug, Clone)]
@@ -147,6 +150,11 @@ const SLICE: Duration = Duration::from_millis(100);
 /// at a phase's usual speed and 0.19–0.36 across a phase change.
 const STEADY: f64 = 0.5;
 
+/// The most steal (`cpu`) a measurement in one phase may have seen. The fourteenth
+/// session's machine read 1 % at best and up to 47 % within minutes, and its ops/s fell
+/// to a quarter with it.
+const MAX_STEAL: f64 = 0.05;
+
 /// Aligned so that no two shards share a cache line.
 #[repr(align(128))]
 struct Shard {
@@ -209,9 +217,11 @@ pub async fn measure<O: Op>(op: O, tasks: usize, settings: &Settings) -> Outcome
     tokio::time::sleep(settings.warmup).await;
     phase.store(MEASURE, Ordering::Relaxed);
     let started = Instant::now();
+    let cpu_before = cpu::Sample::now();
     tokio::time::sleep(settings.measure).await;
     phase.store(STOP, Ordering::Relaxed);
     let window = started.elapsed();
+    let cpu_after = cpu::Sample::now();
     let mut counts = Vec::with_capacity(tasks);
     for h in handles {
         counts.push(h.await.expect("bench task") as f64);
@@ -252,6 +262,9 @@ pub async fn measure<O: Op>(op: O, tasks: usize, settings: &Settings) -> Outcome
         },
         round_trip_ns: [probed_before, probed_after],
         steadiness,
+        cpu: cpu_before
+            .zip(cpu_after)
+            .and_then(|(a, b)| a.until(b, total)),
     }
 }
 
@@ -280,8 +293,17 @@ pub fn header() {
 /// passes they came from, and the CPUs' round trip before / after it (`probe`).
 pub fn progress(pass: usize, case: &str, pool: &str, o: &Outcome) {
     let ns = |v: Option<f64>| v.map_or_else(|| "?".to_owned(), |v| format!("{v:.0}"));
+    let cpu = o.cpu.map_or_else(String::new, |c| {
+        format!(
+            " | CPU/op {:.2} µs here, {:.2} µs machine | idle {:.0} % | steal {:.0} %",
+            c.process_us_per_op,
+            c.busy_us_per_op,
+            c.idle * 100.0,
+            c.steal * 100.0
+        )
+    });
     eprintln!(
-        "pass {} | {case} | {pool} | {} | p50 {:.1} µs | Jain {:.3} | round trip {} / {} ns | steady {:.2}",
+        "pass {} | {case} | {pool} | {} | p50 {:.1} µs | Jain {:.3} | round trip {} / {} ns | steady {:.2}{cpu}",
         pass + 1,
         fmt_rate(o.ops_per_s),
         o.p50_us,
@@ -386,11 +408,15 @@ impl Ratio {
 }
 
 /// Whether these outcomes were all measured in one phase of the machine: every probe
-/// before and after them within 1.5× of every other, and none whose speed changed
-/// within its window (its slowest slice below half its fastest: a phase change between
-/// the probes, which they cannot see).
+/// before and after them within 1.5× of every other, none whose speed changed within
+/// its window (its slowest slice below half its fastest: a phase change between the
+/// probes, which they cannot see), and none during which the hypervisor took more than
+/// `MAX_STEAL` of the vCPUs' time.
 pub fn one_phase(outcomes: &[&Outcome]) -> bool {
-    if outcomes.iter().any(|o| o.steadiness < STEADY) {
+    if outcomes
+        .iter()
+        .any(|o| o.steadiness < STEADY || o.cpu.is_some_and(|c| c.steal > MAX_STEAL))
+    {
         return false;
     }
     let probes: Option<Vec<f64>> = outcomes.iter().flat_map(|o| o.round_trip_ns).collect();
@@ -449,6 +475,30 @@ impl Grid {
                 .map(|(a, b)| (a.ops_per_s / b.ops_per_s, one_phase(&[a, b])))
                 .collect(),
         ))
+    }
+}
+
+impl Grid {
+    /// The CPU per operation of contender `a` over `b` on case `c`, pass by pass: the
+    /// bench process's (`here`) and the machine's; `None` unless both ran and `/proc`
+    /// told. A ratio below 1.0 means `a` cost less CPU per operation.
+    pub fn cpu_ratio(&self, c: usize, a: usize, b: usize) -> Option<[Ratio; 2]> {
+        let (a, b) = (&self.passes[c][a], &self.passes[c][b]);
+        if a.is_empty() || a.len() != b.len() {
+            return None;
+        }
+        let per_pass = |f: fn(&cpu::CpuUse) -> f64| -> Option<Ratio> {
+            let r: Option<Vec<(f64, bool)>> = a
+                .iter()
+                .zip(b)
+                .map(|(a, b)| Some((f(&a.cpu?) / f(&b.cpu?), one_phase(&[a, b]))))
+                .collect();
+            Some(Ratio::of(r?))
+        };
+        Some([
+            per_pass(|c| c.process_us_per_op)?,
+            per_pass(|c| c.busy_us_per_op)?,
+        ])
     }
 }
 
@@ -522,6 +572,9 @@ pub fn print_ratios(title: &str, cases: &[(usize, usize)], grid: &Grid) {
         if let Some(turns) = grid.ratio(c, 8, 4) {
             println!("  (raw with the tasks taking turns: {turns} raw)");
         }
+        if let Some([here, machine]) = grid.cpu_ratio(c, 0, 4) {
+            println!("  (CPU per operation, poolvisor / raw: {here} in the bench process, {machine} the whole machine)");
+        }
     }
 }
 
@@ -558,6 +611,7 @@ impl Outcome {
             jain: 0.0,
             round_trip_ns: [None; 2],
             steadiness: 1.0,
+            cpu: None,
         }
     }
 }
