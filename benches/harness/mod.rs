@@ -479,6 +479,20 @@ impl Grid {
 }
 
 impl Grid {
+    /// The median ops/s of contender `k` on case `c` over its measurements with at most
+    /// `MAX_STEAL` steal, and how many those were. Unpaired, unlike `ratio`: it trades
+    /// the pairing for the passes a steal-ridden run leaves, and a contender that makes
+    /// the vCPUs idle more often may also draw more steal, which this leaves out.
+    pub fn low_steal(&self, c: usize, k: usize) -> Option<(f64, usize)> {
+        let rates: Vec<f64> = self.passes[c][k]
+            .iter()
+            .filter(|o| o.cpu.is_some_and(|u| u.steal <= MAX_STEAL))
+            .map(|o| o.ops_per_s)
+            .collect();
+        let n = rates.len();
+        Spread::of(rates).map(|s| (s.median, n))
+    }
+
     /// The CPU per operation of contender `a` over `b` on case `c`, pass by pass: the
     /// bench process's (`here`) and the machine's; `None` unless both ran and `/proc`
     /// told. A ratio below 1.0 means `a` cost less CPU per operation.
@@ -571,6 +585,14 @@ pub fn print_ratios(title: &str, cases: &[(usize, usize)], grid: &Grid) {
         );
         if let Some(turns) = grid.ratio(c, 8, 4) {
             println!("  (raw with the tasks taking turns: {turns} raw)");
+        }
+        if let (Some((pv, n)), Some((raw, m))) = (grid.low_steal(c, 0), grid.low_steal(c, 4)) {
+            println!(
+                "  (over the measurements with ≤ 5 % steal, unpaired: poolvisor {} in {n}, raw {} in {m}: {:.2}×)",
+                fmt_rate(pv),
+                fmt_rate(raw),
+                pv / raw
+            );
         }
         if let Some([here, machine]) = grid.cpu_ratio(c, 0, 4) {
             println!("  (CPU per operation, poolvisor / raw: {here} in the bench process, {machine} the whole machine)");
