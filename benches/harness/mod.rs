@@ -476,9 +476,7 @@ impl Grid {
                 .collect(),
         ))
     }
-}
 
-impl Grid {
     /// The median ops/s of contender `k` on case `c` over its measurements with at most
     /// `MAX_STEAL` steal, and how many those were. Unpaired, unlike `ratio`: it trades
     /// the pairing for the passes a steal-ridden run leaves, and a contender that makes
@@ -588,7 +586,8 @@ pub fn print_ratios(title: &str, cases: &[(usize, usize)], grid: &Grid) {
         }
         if let (Some((pv, n)), Some((raw, m))) = (grid.low_steal(c, 0), grid.low_steal(c, 4)) {
             println!(
-                "  (over the measurements with ≤ 5 % steal, unpaired: poolvisor {} in {n}, raw {} in {m}: {:.2}×)",
+                "  (over the measurements with ≤ {:.0} % steal, unpaired: poolvisor {} in {n}, raw {} in {m}: {:.2}×)",
+                MAX_STEAL * 100.0,
                 fmt_rate(pv),
                 fmt_rate(raw),
                 pv / raw
