@@ -593,8 +593,10 @@ pub fn print_ratios(title: &str, cases: &[(usize, usize)], grid: &Grid) {
                 pv / raw
             );
         }
-        if let Some([here, machine]) = grid.cpu_ratio(c, 0, 4) {
-            println!("  (CPU per operation, poolvisor / raw: {here} in the bench process, {machine} the whole machine)");
+        for (k, reference) in [(4, "raw"), (8, "raw with the tasks taking turns")] {
+            if let Some([here, machine]) = grid.cpu_ratio(c, 0, k) {
+                println!("  (CPU per operation, poolvisor / {reference}: {here} in the bench process, {machine} the whole machine)");
+            }
         }
     }
 }
