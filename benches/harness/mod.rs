@@ -465,16 +465,28 @@ impl Grid {
 
     /// Contender `a` over contender `b` on case `c`, pass by pass; `None` unless both ran.
     pub fn ratio(&self, c: usize, a: usize, b: usize) -> Option<Ratio> {
+        self.paired(c, a, b, |o| Some(o.ops_per_s))
+    }
+
+    /// `value` of contender `a` over that of `b` on case `c`, pass by pass; `None` unless
+    /// both ran and every pass has the value.
+    fn paired(
+        &self,
+        c: usize,
+        a: usize,
+        b: usize,
+        value: impl Fn(&Outcome) -> Option<f64>,
+    ) -> Option<Ratio> {
         let (a, b) = (&self.passes[c][a], &self.passes[c][b]);
         if a.is_empty() || a.len() != b.len() {
             return None;
         }
-        Some(Ratio::of(
-            a.iter()
-                .zip(b)
-                .map(|(a, b)| (a.ops_per_s / b.ops_per_s, one_phase(&[a, b])))
-                .collect(),
-        ))
+        let per_pass: Option<Vec<(f64, bool)>> = a
+            .iter()
+            .zip(b)
+            .map(|(a, b)| Some((value(a)? / value(b)?, one_phase(&[a, b]))))
+            .collect();
+        Some(Ratio::of(per_pass?))
     }
 
     /// The median ops/s of contender `k` on case `c` over its measurements with at most
@@ -495,21 +507,9 @@ impl Grid {
     /// bench process's (`here`) and the machine's; `None` unless both ran and `/proc`
     /// told. A ratio below 1.0 means `a` cost less CPU per operation.
     pub fn cpu_ratio(&self, c: usize, a: usize, b: usize) -> Option<[Ratio; 2]> {
-        let (a, b) = (&self.passes[c][a], &self.passes[c][b]);
-        if a.is_empty() || a.len() != b.len() {
-            return None;
-        }
-        let per_pass = |f: fn(&cpu::CpuUse) -> f64| -> Option<Ratio> {
-            let r: Option<Vec<(f64, bool)>> = a
-                .iter()
-                .zip(b)
-                .map(|(a, b)| Some((f(&a.cpu?) / f(&b.cpu?), one_phase(&[a, b]))))
-                .collect();
-            Some(Ratio::of(r?))
-        };
         Some([
-            per_pass(|c| c.process_us_per_op)?,
-            per_pass(|c| c.busy_us_per_op)?,
+            self.paired(c, a, b, |o| Some(o.cpu?.process_us_per_op))?,
+            self.paired(c, a, b, |o| Some(o.cpu?.busy_us_per_op))?,
         ])
     }
 }
