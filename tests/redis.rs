@@ -7,7 +7,7 @@ use std::time::Duration;
 use common::*;
 use poolvisor::backends::Redis;
 use poolvisor::prelude::*;
-use poolvisor::{CloseReason, PoolStatus};
+use poolvisor::{CloseReason, PoolStatus, Validation};
 
 async fn named_pool(name: &str, cfg: PoolConfig) -> (Supervisor, PoolHandle<Redis>) {
     let manager = Redis::from_url(&redis_url()).unwrap().client_name(name);
@@ -55,25 +55,63 @@ async fn ping_through_the_supervisor_reusing_one_server_connection() {
 }
 
 #[tokio::test]
-async fn a_client_killed_while_idle_is_never_handed_out() {
-    let name = unique_name("pv_redis_kill");
-    let (sup, pool) = named_pool(&name, PoolConfig::default().max_size(2)).await;
-    let held = vec![
+async fn a_client_killed_while_idle_is_replaced_without_validating_it() {
+    // No validation at all: only the socket's own EOF can tell the pool. Checked out well
+    // within the 500 ms threshold that validation would otherwise need.
+    let name = unique_name("pv_redis_eof");
+    let config = PoolConfig::default()
+        .max_size(2)
+        .validation(Validation::Never);
+    let (sup, pool) = named_pool(&name, config).await;
+    drop(vec![
         pool.checkout().await.unwrap(),
         pool.checkout().await.unwrap(),
-    ];
-    drop(held);
+    ]);
     let mut admin = redis_admin().await;
-    assert_eq!(redis_count(&mut admin, &name).await, 2);
     assert_eq!(redis_kill_named(&mut admin, &name).await, 2);
-    tokio::time::sleep(Duration::from_millis(600)).await; // idle past the 500 ms threshold
+    tokio::time::sleep(Duration::from_millis(100)).await; // the drivers read the EOF
     for _ in 0..2 {
         assert_eq!(
             ping(&pool).await.expect("a dead connection was handed out"),
             "PONG"
         );
     }
-    assert_eq!(closes(&pool, CloseReason::Validation), 2);
+    assert_eq!(closes(&pool, CloseReason::Broken), 2);
+    assert_eq!(closes(&pool, CloseReason::Validation), 0);
+    sup.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_connection_killed_in_use_is_broken_before_any_command_sees_it() {
+    // Whatever a caller does with it (here: nothing, as through `multiplexed()`), a
+    // connection the server closed goes back broken.
+    let name = unique_name("pv_redis_quiet");
+    let (sup, pool) = named_pool(&name, PoolConfig::default().max_size(1)).await;
+    let conn = pool.checkout().await.unwrap();
+    let mut admin = redis_admin().await;
+    assert_eq!(redis_kill_named(&mut admin, &name).await, 1);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(conn.is_broken());
+    drop(conn);
+    assert_eq!(closes(&pool, CloseReason::Broken), 1);
+    assert_eq!(ping(&pool).await.unwrap(), "PONG");
+    sup.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn bb8_redis_manager_plugs_in_unchanged() {
+    use poolvisor::drivers::bb8_redis::RedisConnectionManager;
+    let manager = RedisConnectionManager::new(redis_url()).unwrap();
+    let sup = Supervisor::builder()
+        .pool_with_backend("cache", "redis", manager, PoolConfig::default())
+        .start()
+        .await
+        .unwrap();
+    let cache = sup.pool::<RedisConnectionManager>("cache").unwrap();
+    let mut conn = cache.checkout().await.unwrap();
+    let pong: String = redis::cmd("PING").query_async(&mut *conn).await.unwrap();
+    assert_eq!(pong, "PONG");
+    drop(conn);
     sup.shutdown().await.unwrap();
 }
 

@@ -1,6 +1,7 @@
-//! Backends: PostgreSQL and Redis over their bb8 managers, HTTP over our own hyper manager,
+//! Backends: PostgreSQL and Redis made as their bb8 managers make them, HTTP over our own hyper manager,
 //! and the builder / supervisor conveniences that name them in one line.
 
+mod close_watch;
 mod eof_stream;
 mod error;
 mod http;

@@ -1,29 +1,39 @@
-//! Redis pools: bb8-redis's manager (a `MultiplexedConnection` per pooled connection),
-//! wrapped so that a connection whose socket died is known to be broken when it returns.
+//! Redis pools: a `MultiplexedConnection` per pooled connection, made as bb8-redis's
+//! manager makes it (which also plugs into any pool unchanged) but over a socket we own,
+//! so that a connection the server closed is known to be broken before anyone gets it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bb8::ManageConnection;
-use bb8_redis::RedisConnectionManager;
 use poolvisor_actors::GracefulClose;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
-use redis::{Cmd, ConnectionAddr, Pipeline, RedisError, RedisFuture, Value};
+use redis::{
+    AsyncConnectionConfig, Cmd, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, Pipeline,
+    RedisError, RedisFuture, Value,
+};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::task::AbortHandle;
 
+use super::close_watch::CloseWatch;
 use super::error::BackendError;
 
 /// A Redis connection manager. Validation (when the pool's policy asks for it) is `PING`.
+/// A connection is broken once its socket saw the server close it (or an I/O error), or
+/// a command through it failed because the connection dropped or timed out, so a
+/// connection the server closed while idle is replaced before a caller gets it.
 ///
 /// ```
 /// use poolvisor::backends::Redis;
 /// let r = Redis::from_url("redis://:secret@127.0.0.1:6379/0").unwrap();
 /// assert_eq!(r.target(), "127.0.0.1:6379");
 /// assert!(Redis::from_url("http://127.0.0.1").is_err());
+/// assert!(Redis::from_url("rediss://127.0.0.1").is_err()); // no TLS for Redis
 /// ```
 #[derive(Clone)]
 pub struct Redis {
-    inner: Arc<RedisConnectionManager>,
+    info: Arc<ConnectionInfo>,
     target: Arc<str>,
     client_name: Option<String>,
 }
@@ -37,20 +47,25 @@ impl std::fmt::Debug for Redis {
 }
 
 impl Redis {
-    /// From a redis URL (`redis://[:password@]host:port[/db]`, `rediss://`, `unix://`).
+    /// From a redis URL (`redis://[:password@]host:port[/db]`, `unix://`; `rediss://` is
+    /// refused: this build has no TLS for Redis).
     pub fn from_url(url: &str) -> Result<Self, BackendError> {
-        let client =
-            redis::Client::open(url).map_err(|e| BackendError::invalid_url("redis", url, e))?;
-        let info = client.get_connection_info().clone();
+        let info = url
+            .into_connection_info()
+            .map_err(|e| BackendError::invalid_url("redis", url, e))?;
         let target = match info.addr() {
             ConnectionAddr::Tcp(host, port) => format!("{host}:{port}"),
-            ConnectionAddr::TcpTls { host, port, .. } => format!("{host}:{port} (tls)"),
+            ConnectionAddr::TcpTls { .. } => {
+                return Err(BackendError::invalid_url(
+                    "redis",
+                    url,
+                    "rediss:// (TLS) is not supported",
+                ))
+            }
             other => format!("{other}"),
         };
-        let inner = RedisConnectionManager::new(info)
-            .map_err(|e| BackendError::invalid_url("redis", url, e))?;
         Ok(Redis {
-            inner: Arc::new(inner),
+            info: Arc::new(info),
             target: target.into(),
             client_name: None,
         })
@@ -76,15 +91,25 @@ impl Redis {
 /// [`handle()`](Self::handle): `cmd.query_async(&mut conn.handle())`.
 pub struct RedisConnection {
     handle: RedisHandle,
+    driver: AbortHandle,
+}
+
+impl Drop for RedisConnection {
+    /// Ends the driver task, and with it the socket, even with a blocking command in flight.
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
 }
 
 impl RedisConnection {
-    /// The multiplexed connection underneath (errors through it are not tracked).
+    /// The multiplexed connection underneath. A command through it that times out does not
+    /// mark this connection broken; the connection closing does, however it is used.
     pub fn multiplexed(&mut self) -> &mut MultiplexedConnection {
         &mut self.handle.conn
     }
 
-    /// Whether a command saw the connection drop.
+    /// Whether the connection is gone (its socket saw the server close it or an I/O
+    /// error), or a command saw it drop or time out.
     pub fn is_broken(&self) -> bool {
         self.handle.broken.load(Ordering::Relaxed)
     }
@@ -170,13 +195,22 @@ impl ManageConnection for Redis {
     type Error = BackendError;
 
     async fn connect(&self) -> Result<RedisConnection, BackendError> {
-        let err = |e| BackendError::server(&self.target, e);
-        let conn = self.inner.connect().await.map_err(err)?;
-        let mut conn = RedisConnection {
-            handle: RedisHandle {
-                conn,
-                broken: Arc::new(AtomicBool::new(false)),
-            },
+        let err = |e: std::io::Error| BackendError::server(&self.target, e);
+        let mut conn = match self.info.addr() {
+            ConnectionAddr::Tcp(host, port) => {
+                let tcp = tokio::net::TcpStream::connect((host.as_str(), *port))
+                    .await
+                    .map_err(err)?;
+                // As redis-rs sets it from the connection info (off unless asked for).
+                let _ = tcp.set_nodelay(self.info.tcp_settings().nodelay());
+                self.start(tcp).await?
+            }
+            #[cfg(unix)]
+            ConnectionAddr::Unix(path) => {
+                let unix = tokio::net::UnixStream::connect(path).await.map_err(err)?;
+                self.start(unix).await?
+            }
+            _ => return Err(BackendError::server(&self.target, "no usable address")),
         };
         if let Some(name) = &self.client_name {
             redis::cmd("CLIENT")
@@ -184,7 +218,7 @@ impl ManageConnection for Redis {
                 .arg(name)
                 .query_async::<()>(&mut conn)
                 .await
-                .map_err(err)?;
+                .map_err(|e| BackendError::server(&self.target, e))?;
         }
         Ok(conn)
     }
@@ -209,22 +243,43 @@ impl ManageConnection for Redis {
     }
 }
 
+impl Redis {
+    /// The handshake (`AUTH`, `SELECT`, as redis-rs does it) over `stream`, watched for
+    /// the server closing it, and the driver task.
+    async fn start<S>(&self, stream: S) -> Result<RedisConnection, BackendError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let broken = Arc::new(AtomicBool::new(false));
+        let stream = CloseWatch::new(stream, broken.clone());
+        let (conn, driver) = MultiplexedConnection::new_with_config(
+            self.info.redis_settings(),
+            stream,
+            AsyncConnectionConfig::new(),
+        )
+        .await
+        .map_err(|e| BackendError::server(&self.target, e))?;
+        let driver = tokio::spawn(driver).abort_handle();
+        Ok(RedisConnection {
+            handle: RedisHandle { conn, broken },
+            driver,
+        })
+    }
+}
+
 impl GracefulClose for Redis {
-    /// `QUIT`, then waits until the connection sees the server close it (a `PING` fails):
-    /// the server unlinks a client before it closes its socket, so by then `CLIENT LIST`
-    /// no longer has it. Bounded here and by the pool's `connect_timeout`.
+    /// `QUIT`, then waits until the socket sees the server close it: the server unlinks a
+    /// client before it closes its socket, so by then `CLIENT LIST` no longer has it.
+    /// Bounded here and by the pool's `connect_timeout`.
     async fn close(&self, mut conn: RedisConnection) {
         if conn.is_broken() {
             return; // the server already dropped it
         }
-        let conn = conn.multiplexed();
-        let _ = redis::cmd("QUIT").query_async::<()>(conn).await;
+        let _ = redis::cmd("QUIT")
+            .query_async::<()>(conn.multiplexed())
+            .await;
         for _ in 0..100 {
-            if redis::cmd("PING")
-                .query_async::<String>(conn)
-                .await
-                .is_err()
-            {
+            if conn.is_broken() {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
