@@ -47,26 +47,15 @@ impl std::fmt::Debug for Redis {
 }
 
 impl Redis {
-    /// From a redis URL (`redis://[:password@]host:port[/db]`, `unix://`; `rediss://` is
-    /// refused: this build has no TLS for Redis).
+    /// From a redis URL (`redis://[:password@]host:port[/db]`, `unix://`; redis-rs refuses
+    /// `rediss://`: this build has no TLS for Redis).
     pub fn from_url(url: &str) -> Result<Self, BackendError> {
         let info = url
             .into_connection_info()
             .map_err(|e| BackendError::invalid_url("redis", url, e))?;
-        let target = match info.addr() {
-            ConnectionAddr::Tcp(host, port) => format!("{host}:{port}"),
-            ConnectionAddr::TcpTls { .. } => {
-                return Err(BackendError::invalid_url(
-                    "redis",
-                    url,
-                    "rediss:// (TLS) is not supported",
-                ))
-            }
-            other => format!("{other}"),
-        };
         Ok(Redis {
+            target: info.addr().to_string().into(),
             info: Arc::new(info),
-            target: target.into(),
             client_name: None,
         })
     }
