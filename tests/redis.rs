@@ -258,3 +258,121 @@ async fn a_redis_pool_packs_shared_checkouts_unless_told_otherwise() {
     spread.dedup();
     assert_eq!(spread.len(), 3, "{spread:?}");
 }
+
+const TLS_PASSWORD: &str = "s3cret-tls";
+
+/// A private redis-server that speaks only TLS on `port`, with a self-signed certificate
+/// for `localhost` and a password; killed when dropped.
+struct TlsRedis {
+    _child: tokio::process::Child,
+    port: u16,
+    cert: Vec<u8>,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for TlsRedis {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl TlsRedis {
+    async fn start() -> TlsRedis {
+        let key = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let dir = std::env::temp_dir().join(unique_name("pv_redis_tls"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert_file, key_file) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert_file, key.cert.pem()).unwrap();
+        std::fs::write(&key_file, key.signing_key.serialize_pem()).unwrap();
+        let port = free_port().await;
+        let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+        let child = tokio::process::Command::new("redis-server")
+            .args(["--port", "0", "--tls-port", &port.to_string()])
+            .args(["--tls-cert-file", &path(&cert_file)])
+            .args(["--tls-key-file", &path(&key_file)])
+            .args(["--tls-ca-cert-file", &path(&cert_file)])
+            .args(["--tls-auth-clients", "no", "--bind", "127.0.0.1"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--requirepass",
+                TLS_PASSWORD,
+            ])
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server on PATH (scripts/services.sh installs it)");
+        let up = eventually(Duration::from_secs(5), || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+        })
+        .await;
+        assert!(up, "private TLS redis-server did not start on port {port}");
+        TlsRedis {
+            _child: child,
+            port,
+            cert: key.cert.der().to_vec(),
+            dir,
+        }
+    }
+}
+
+#[tokio::test]
+async fn rediss_speaks_tls_and_checks_the_servers_certificate() {
+    use poolvisor::drivers::bb8_redis::bb8::ManageConnection;
+    use tokio_rustls::rustls::pki_types::CertificateDer;
+    use tokio_rustls::rustls::RootCertStore;
+    let server = TlsRedis::start().await;
+    let url = format!("rediss://:{TLS_PASSWORD}@localhost:{}", server.port);
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(server.cert.clone()))
+        .unwrap();
+    let trusted = Redis::from_url(&url)
+        .unwrap()
+        .root_certificates(roots)
+        .unwrap();
+    let mut admin = trusted
+        .connect()
+        .await
+        .expect("a TLS connection outside the pool");
+    let sup = Supervisor::builder()
+        .graceful_pool("cache", "redis", trusted, PoolConfig::default().max_size(2))
+        .start()
+        .await
+        .unwrap();
+    let pool = sup.redis("cache").unwrap();
+    assert_eq!(ping(&pool).await.unwrap(), "PONG");
+    // The server closing a TLS connection is seen as for a plain one.
+    let killed: usize = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .arg("SKIPME")
+        .arg("yes")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(killed, 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(ping(&pool).await.unwrap(), "PONG");
+    assert_eq!(closes(&pool, CloseReason::Broken), 1);
+    sup.shutdown().await.unwrap();
+
+    // Without the server's certificate among the roots, the handshake fails, clearly
+    // and without the password.
+    let untrusted = Redis::from_url(&url).unwrap();
+    let err = match untrusted.connect().await {
+        Ok(_) => panic!("a self-signed certificate was trusted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains(&format!("localhost:{} (tls)", server.port)),
+        "{err}"
+    );
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    assert!(!err.contains(TLS_PASSWORD), "{err}");
+}

@@ -15,10 +15,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use poolvisor_actors::{CheckoutError, GracefulClose, PoolHandle};
 use tokio::net::TcpStream;
 use tokio_rustls::rustls::pki_types::ServerName;
-use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+use tokio_rustls::rustls::RootCertStore;
 use tokio_rustls::TlsConnector;
 
 use super::error::BackendError;
+use super::tls;
 
 /// Which protocol a connection speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,32 +129,14 @@ impl Http {
         if self.scheme != Scheme::HTTPS {
             return Ok(());
         }
-        let roots = match &self.roots {
-            Some(r) => r.clone(),
-            None => Arc::new(system_roots()),
-        };
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| BackendError::server(&self.target, e))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        config.alpn_protocols = match self.version {
+        let alpn = match self.version {
             HttpVersion::Auto => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
             HttpVersion::Http1 => vec![b"http/1.1".to_vec()],
             HttpVersion::Http2 => vec![b"h2".to_vec()],
         };
-        self.tls = Some(TlsConnector::from(Arc::new(config)));
+        self.tls = Some(tls::connector(self.roots.as_ref(), alpn, &self.target)?);
         Ok(())
     }
-}
-
-fn system_roots() -> RootCertStore {
-    let mut roots = RootCertStore::empty();
-    for cert in rustls_native_certs::load_native_certs().certs {
-        let _ = roots.add(cert);
-    }
-    roots
 }
 
 enum Sender {

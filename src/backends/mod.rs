@@ -8,6 +8,7 @@ mod http;
 mod postgres;
 mod redis;
 mod shortcuts;
+mod tls;
 
 pub use self::error::BackendError;
 pub use self::http::{Http, HttpConnection, HttpError, HttpPoolExt, HttpVersion};

@@ -1,6 +1,7 @@
 //! Redis pools: a `MultiplexedConnection` per pooled connection, made as bb8-redis's
 //! manager makes it (which also plugs into any pool unchanged) but over a socket we own,
-//! so that a connection the server closed is known to be broken before anyone gets it.
+//! so that a connection the server closed is known to be broken before anyone gets it,
+//! and so that `rediss://` can speak TLS through rustls.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -15,9 +16,13 @@ use redis::{
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::AbortHandle;
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::rustls::RootCertStore;
+use tokio_rustls::TlsConnector;
 
 use super::close_watch::CloseWatch;
 use super::error::BackendError;
+use super::tls;
 
 /// A Redis connection manager. Validation (when the pool's policy asks for it) is `PING`.
 /// A connection is broken once its socket saw the server close it (or an I/O error), or
@@ -29,13 +34,16 @@ use super::error::BackendError;
 /// let r = Redis::from_url("redis://:secret@127.0.0.1:6379/0").unwrap();
 /// assert_eq!(r.target(), "127.0.0.1:6379");
 /// assert!(Redis::from_url("http://127.0.0.1").is_err());
-/// assert!(Redis::from_url("rediss://127.0.0.1").is_err()); // no TLS for Redis
+/// let tls = Redis::from_url("rediss://cache.internal:6380").unwrap();
+/// assert_eq!(tls.target(), "cache.internal:6380 (tls)");
 /// ```
 #[derive(Clone)]
 pub struct Redis {
     info: Arc<ConnectionInfo>,
     target: Arc<str>,
     client_name: Option<String>,
+    /// For `rediss://`.
+    tls: Option<TlsConnector>,
 }
 
 impl std::fmt::Debug for Redis {
@@ -47,17 +55,53 @@ impl std::fmt::Debug for Redis {
 }
 
 impl Redis {
-    /// From a redis URL (`redis://[:password@]host:port[/db]`, `unix://`; redis-rs refuses
-    /// `rediss://`: this build has no TLS for Redis).
+    /// From a redis URL: `redis://[[user]:password@]host[:port][/db]`, `rediss://` (TLS,
+    /// verified against the system's roots unless `root_certificates` says otherwise;
+    /// `#insecure` is refused) or `unix:///path/to/socket`.
     pub fn from_url(url: &str) -> Result<Self, BackendError> {
-        let info = url
-            .into_connection_info()
-            .map_err(|e| BackendError::invalid_url("redis", url, e))?;
+        let bad = |e: &dyn std::fmt::Display| BackendError::invalid_url("redis", url, e);
+        // redis-rs parses `rediss://` only when built with its own TLS; ours is rustls,
+        // so the URL is parsed as `redis://` and the handshake is done here.
+        let (plain, tls) = match url.strip_prefix("rediss://") {
+            Some(_) if url.contains('#') => {
+                return Err(bad(
+                    &"rediss:// with a fragment (#insecure) is not supported",
+                ))
+            }
+            Some(rest) => (format!("redis://{rest}"), true),
+            None => (url.to_string(), false),
+        };
+        let info = plain.into_connection_info().map_err(|e| bad(&e))?;
+        let mut target = info.addr().to_string();
+        let tls = if tls {
+            target.push_str(" (tls)");
+            let target: Arc<str> = target.as_str().into();
+            Some(tls::connector(None, Vec::new(), &target)?)
+        } else {
+            None
+        };
         Ok(Redis {
-            target: info.addr().to_string().into(),
+            target: target.into(),
             info: Arc::new(info),
             client_name: None,
+            tls,
         })
+    }
+
+    /// For `rediss://`: trusts exactly these roots instead of the system's.
+    pub fn root_certificates(mut self, roots: RootCertStore) -> Result<Self, BackendError> {
+        if self.tls.is_none() {
+            return Err(BackendError::server(
+                &self.target,
+                "root certificates need a rediss:// URL",
+            ));
+        }
+        self.tls = Some(tls::connector(
+            Some(&Arc::new(roots)),
+            Vec::new(),
+            &self.target,
+        )?);
+        Ok(self)
     }
 
     /// Names every connection (`CLIENT SETNAME`), so that it can be found in `CLIENT LIST`.
@@ -192,7 +236,15 @@ impl ManageConnection for Redis {
                     .map_err(err)?;
                 // As redis-rs sets it from the connection info (off unless asked for).
                 let _ = tcp.set_nodelay(self.info.tcp_settings().nodelay());
-                self.start(tcp).await?
+                match &self.tls {
+                    Some(connector) => {
+                        let name = ServerName::try_from(host.clone())
+                            .map_err(|e| BackendError::server(&self.target, e))?;
+                        let tls = connector.connect(name, tcp).await.map_err(err)?;
+                        self.start(tls).await?
+                    }
+                    None => self.start(tcp).await?,
+                }
             }
             #[cfg(unix)]
             ConnectionAddr::Unix(path) => {
