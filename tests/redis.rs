@@ -261,63 +261,48 @@ async fn a_redis_pool_packs_shared_checkouts_unless_told_otherwise() {
 
 const TLS_PASSWORD: &str = "s3cret-tls";
 
-/// A private redis-server that speaks only TLS on `port`, with a self-signed certificate
-/// for `localhost` and a password; killed when dropped.
-struct TlsRedis {
+/// A private redis-server with a scratch directory, no persistence and no TCP port but
+/// what `args` open; killed, and its directory removed, when dropped.
+struct PrivateRedis {
     _child: tokio::process::Child,
-    port: u16,
-    cert: Vec<u8>,
     dir: std::path::PathBuf,
 }
 
-impl Drop for TlsRedis {
+impl Drop for PrivateRedis {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
-impl TlsRedis {
-    async fn start() -> TlsRedis {
-        let key = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-        let dir = std::env::temp_dir().join(unique_name("pv_redis_tls"));
+impl PrivateRedis {
+    fn dir(prefix: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(unique_name(prefix));
         std::fs::create_dir_all(&dir).unwrap();
-        let (cert_file, key_file) = (dir.join("cert.pem"), dir.join("key.pem"));
-        std::fs::write(&cert_file, key.cert.pem()).unwrap();
-        std::fs::write(&key_file, key.signing_key.serialize_pem()).unwrap();
-        let port = free_port().await;
-        let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+        dir
+    }
+
+    /// Starts it and waits until `ready` (a connect to where it listens) succeeds.
+    async fn start<F, Fut>(dir: std::path::PathBuf, args: &[String], ready: F) -> PrivateRedis
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
         let child = tokio::process::Command::new("redis-server")
-            .args(["--port", "0", "--tls-port", &port.to_string()])
-            .args(["--tls-cert-file", &path(&cert_file)])
-            .args(["--tls-key-file", &path(&key_file)])
-            .args(["--tls-ca-cert-file", &path(&cert_file)])
-            .args(["--tls-auth-clients", "no", "--bind", "127.0.0.1"])
-            .args([
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--requirepass",
-                TLS_PASSWORD,
-            ])
+            .args(["--port", "0", "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(args)
             .stdout(std::process::Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .expect("redis-server on PATH (scripts/services.sh installs it)");
-        let up = eventually(Duration::from_secs(5), || async move {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-        })
-        .await;
-        assert!(up, "private TLS redis-server did not start on port {port}");
-        TlsRedis {
-            _child: child,
-            port,
-            cert: key.cert.der().to_vec(),
-            dir,
-        }
+        let up = eventually(Duration::from_secs(5), ready).await;
+        assert!(up, "private redis-server {args:?} did not start");
+        PrivateRedis { _child: child, dir }
     }
+}
+
+fn path(p: &std::path::Path) -> String {
+    p.to_str().unwrap().to_string()
 }
 
 #[tokio::test]
@@ -325,12 +310,40 @@ async fn rediss_speaks_tls_and_checks_the_servers_certificate() {
     use poolvisor::drivers::bb8_redis::bb8::ManageConnection;
     use tokio_rustls::rustls::pki_types::CertificateDer;
     use tokio_rustls::rustls::RootCertStore;
-    let server = TlsRedis::start().await;
-    let url = format!("rediss://:{TLS_PASSWORD}@localhost:{}", server.port);
+    // Speaks only TLS, with a self-signed certificate for `localhost` and a password.
+    let key = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let dir = PrivateRedis::dir("pv_redis_tls");
+    let (cert, pkey) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, key.cert.pem()).unwrap();
+    std::fs::write(&pkey, key.signing_key.serialize_pem()).unwrap();
+    let port = free_port().await;
+    let args = [
+        "--tls-port",
+        &port.to_string(),
+        "--tls-cert-file",
+        &path(&cert),
+        "--tls-key-file",
+        &path(&pkey),
+        "--tls-ca-cert-file",
+        &path(&cert),
+        "--tls-auth-clients",
+        "no",
+        "--requirepass",
+        TLS_PASSWORD,
+    ]
+    .map(String::from);
+    let _server = PrivateRedis::start(dir, &args, || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+    })
+    .await;
+    let url = format!("rediss://:{TLS_PASSWORD}@localhost:{port}");
     let mut roots = RootCertStore::empty();
     roots
-        .add(CertificateDer::from(server.cert.clone()))
+        .add(CertificateDer::from(key.cert.der().to_vec()))
         .unwrap();
+
     let trusted = Redis::from_url(&url)
         .unwrap()
         .root_certificates(roots)
@@ -369,10 +382,30 @@ async fn rediss_speaks_tls_and_checks_the_servers_certificate() {
         Ok(_) => panic!("a self-signed certificate was trusted"),
         Err(e) => e.to_string(),
     };
-    assert!(
-        err.contains(&format!("localhost:{} (tls)", server.port)),
-        "{err}"
-    );
+    assert!(err.contains(&format!("localhost:{port} (tls)")), "{err}");
     assert!(err.to_lowercase().contains("certificate"), "{err}");
     assert!(!err.contains(TLS_PASSWORD), "{err}");
+}
+
+#[tokio::test]
+async fn a_unix_socket_url_connects_and_names_its_path() {
+    let dir = PrivateRedis::dir("pv_redis_unix");
+    let socket = dir.join("redis.sock");
+    let args = ["--unixsocket".to_string(), path(&socket)];
+    let probe = socket.clone();
+    let _server = PrivateRedis::start(dir, &args, || {
+        let probe = probe.clone();
+        async move { tokio::net::UnixStream::connect(probe).await.is_ok() }
+    })
+    .await;
+    let manager = Redis::from_url(&format!("unix://{}", path(&socket))).unwrap();
+    assert_eq!(manager.target(), path(&socket));
+    let sup = Supervisor::builder()
+        .graceful_pool("cache", "redis", manager, PoolConfig::default())
+        .start()
+        .await
+        .unwrap();
+    let pool = sup.redis("cache").unwrap();
+    assert_eq!(ping(&pool).await.unwrap(), "PONG");
+    sup.shutdown().await.unwrap();
 }
