@@ -409,3 +409,35 @@ async fn a_unix_socket_url_connects_and_names_its_path() {
     assert_eq!(ping(&pool).await.unwrap(), "PONG");
     sup.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_blocking_command_needs_a_longer_response_timeout() {
+    async fn blpop(manager: Redis) -> (Result<redis::Value, redis::RedisError>, bool) {
+        let sup = Supervisor::builder()
+            .graceful_pool("cache", "redis", manager, PoolConfig::default().max_size(1))
+            .start()
+            .await
+            .unwrap();
+        let pool = sup.redis("cache").unwrap();
+        let mut conn = pool.checkout().await.unwrap();
+        let key = unique_name("pv_redis_blpop");
+        let result = redis::cmd("BLPOP")
+            .arg(&key)
+            .arg(1)
+            .query_async(&mut *conn)
+            .await;
+        let broken = conn.is_broken();
+        drop(conn);
+        sup.shutdown().await.unwrap();
+        (result, broken)
+    }
+    let base = Redis::from_url(&redis_url()).unwrap();
+    // A second is longer than redis-rs's default reply timeout: the command fails and
+    // the connection is not lent again.
+    let (result, broken) = blpop(base.clone()).await;
+    assert!(result.is_err(), "{result:?}");
+    assert!(broken);
+    let (result, broken) = blpop(base.response_timeout(Some(Duration::from_secs(3)))).await;
+    assert_eq!(result.unwrap(), redis::Value::Nil, "BLPOP's own timeout");
+    assert!(!broken);
+}

@@ -24,6 +24,9 @@ use super::close_watch::CloseWatch;
 use super::error::BackendError;
 use super::tls;
 
+/// redis-rs's default reply timeout (`AsyncConnectionConfig`'s).
+const DEFAULT_RESPONSE_TIMEOUT: Option<Duration> = Some(Duration::from_millis(500));
+
 /// A Redis connection manager. Validation (when the pool's policy asks for it) is `PING`.
 /// A connection is broken once its socket saw the server close it (or an I/O error), or
 /// a command through it failed because the connection dropped or timed out, so a
@@ -42,6 +45,7 @@ pub struct Redis {
     info: Arc<ConnectionInfo>,
     target: Arc<str>,
     client_name: Option<String>,
+    response_timeout: Option<Duration>,
     /// For `rediss://`.
     tls: Option<TlsConnector>,
 }
@@ -84,6 +88,7 @@ impl Redis {
             target: target.into(),
             info: Arc::new(info),
             client_name: None,
+            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             tls,
         })
     }
@@ -102,6 +107,15 @@ impl Redis {
             &self.target,
         )?);
         Ok(self)
+    }
+
+    /// How long a command may wait for its reply (redis-rs's default, 500 ms, unless set).
+    /// A command that times out fails and marks its connection broken, so a blocking
+    /// command (`BLPOP key 5`, `XREAD BLOCK`) needs a longer one; `None` waits as long as
+    /// the server takes, bounded only by the caller.
+    pub fn response_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.response_timeout = timeout;
+        self
     }
 
     /// Names every connection (`CLIENT SETNAME`), so that it can be found in `CLIENT LIST`.
@@ -296,7 +310,7 @@ impl Redis {
         let (conn, driver) = MultiplexedConnection::new_with_config(
             self.info.redis_settings(),
             stream,
-            AsyncConnectionConfig::new(),
+            AsyncConnectionConfig::new().set_response_timeout(self.response_timeout),
         )
         .await
         .map_err(|e| BackendError::server(&self.target, e))?;
