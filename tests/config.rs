@@ -154,6 +154,10 @@ fn invalid_documents_name_the_key_and_the_value() {
         ("[pools.db]\nkind = \"postgres\"\nurl = \"postgres://u:hunter2@h:port/x\"\n".into(), "pools.db.url"),
         ("[pools.c]\nkind = \"redis\"\nurl = \"redis://:hunter2@h:notaport\"\n".into(), "pools.c.url: invalid redis URL"),
         ("[pools.h]\nkind = \"http\"\nurl = \"ftp://h\"\n".into(), "pools.h.url: invalid http URL"),
+        (pool("response_timeout = \"1s\""), "pools.db.response_timeout: only for kind = \"redis\""),
+        ("[pools.c]\nkind = \"redis\"\nurl = \"redis://h\"\nresponse_timeout = \"0s\"\n".into(), "pools.c.response_timeout: 0s: must be greater than zero"),
+        ("[pools.c]\nkind = \"redis\"\nurl = \"redis://h\"\nresponse_timeout = 5\n".into(), "pools.c.response_timeout: expected a duration"),
+        ("[pools.c]\nkind = \"redis\"\nurl = \"redis://h\"\nresponse_timeout = \"soon\"\n".into(), "pools.c.response_timeout: invalid duration \"soon\""),
         ("[pools.\"bad name!\"]\nkind = \"http\"\nurl = \"http://h\"\n".into(), "pools.bad name!: pool names"),
         ("[pools.db]\nkind = \"postgres\"\nurl = \"postgres://h/x\"\n[pools.db]\nkind = \"redis\"\n".into(), "duplicate"),
         ("not toml at all = = =".into(), ""),
@@ -237,4 +241,31 @@ proptest! {
         let doc = lines.join("\n");
         let _ = Config::from_toml(&doc);
     }
+}
+
+#[tokio::test]
+async fn a_redis_pools_response_timeout_reaches_its_connections() {
+    use poolvisor::backends::SupervisorBackends;
+    let doc = format!(
+        "[pools.cache]\nkind = \"redis\"\nurl = \"{}\"\nresponse_timeout = \"3s\"\n",
+        common::redis_url()
+    );
+    let config = Config::from_toml(&doc).unwrap();
+    assert_eq!(
+        config.pools[0].response_timeout,
+        Some(Duration::from_secs(3))
+    );
+    let sup = Supervisor::from_config(&config).await.unwrap();
+    let pool = sup.redis("cache").unwrap();
+    let mut conn = pool.checkout().await.unwrap();
+    // Longer than redis-rs's default 500 ms: only the configured timeout lets it finish.
+    let reply: redis::Value = redis::cmd("BLPOP")
+        .arg(common::unique_name("pv_config_blpop"))
+        .arg(1)
+        .query_async(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(reply, redis::Value::Nil);
+    drop(conn);
+    sup.shutdown().await.unwrap();
 }

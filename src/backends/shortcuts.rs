@@ -51,7 +51,7 @@ impl BuilderBackends for SupervisorBuilder {
 }
 
 /// `config`, with shared checkouts packing unless it chose otherwise.
-fn packing(mut config: PoolConfig) -> PoolConfig {
+pub(crate) fn packing(mut config: PoolConfig) -> PoolConfig {
     config.share_policy.get_or_insert(SharePolicy::Pack);
     config
 }

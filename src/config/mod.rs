@@ -20,6 +20,7 @@
 //! kind = "redis"
 //! url = "redis://127.0.0.1:6379"
 //! validation = { if_idle_for = "500ms" }
+//! response_timeout = "10s"   # Redis only: how long a command waits for its reply
 //! ```
 
 use std::collections::BTreeMap;
@@ -36,7 +37,7 @@ use poolvisor_actors::{
 };
 use serde::Deserialize;
 
-use crate::backends::{Http, Postgres, Redis};
+use crate::backends::{packing, Http, Postgres, Redis};
 
 /// A configuration that does not hold: which key, and what is wrong with its value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -168,6 +169,8 @@ pub struct PoolEntry {
     pub url: String,
     /// Every `PoolConfig` field, defaults for those not given.
     pub settings: PoolConfig,
+    /// `response_timeout` (Redis pools only): `Redis::response_timeout`, when given.
+    pub response_timeout: Option<Duration>,
 }
 
 impl fmt::Debug for PoolEntry {
@@ -177,6 +180,7 @@ impl fmt::Debug for PoolEntry {
             .field("kind", &self.kind)
             .field("url", &redact(&self.url))
             .field("settings", &self.settings)
+            .field("response_timeout", &self.response_timeout)
             .finish()
     }
 }
@@ -268,6 +272,19 @@ impl Config {
                     ))
                 }
             };
+            let response_timeout = match table.remove("response_timeout") {
+                None => None,
+                Some(_) if kind != BackendKind::Redis => {
+                    return Err(ConfigError::new(
+                        key("response_timeout"),
+                        "only for kind = \"redis\"",
+                    ))
+                }
+                Some(v) => Some(
+                    positive_duration(&v)
+                        .map_err(|e| ConfigError::new(key("response_timeout"), e))?,
+                ),
+            };
             let settings = PoolConfig::deserialize(&Value::from(table))
                 .map_err(|e| ConfigError::from_figment(&format!("pools.{name}"), e))?;
             pools.push(PoolEntry {
@@ -275,6 +292,7 @@ impl Config {
                 kind,
                 url,
                 settings,
+                response_timeout,
             });
         }
         let config = Config {
@@ -359,11 +377,35 @@ impl Config {
         for p in &self.pools {
             b = match p.kind {
                 BackendKind::Postgres => b.postgres(&p.name, &p.url, p.settings.clone()),
-                BackendKind::Redis => b.redis(&p.name, &p.url, p.settings.clone()),
+                BackendKind::Redis => match (p.response_timeout, Redis::from_url(&p.url)) {
+                    (Some(timeout), Ok(redis)) => b.graceful_pool(
+                        &p.name,
+                        "redis",
+                        redis.response_timeout(Some(timeout)),
+                        packing(p.settings.clone()),
+                    ),
+                    // A bad URL: `redis` reports it from `start()`, as for any pool.
+                    _ => b.redis(&p.name, &p.url, p.settings.clone()),
+                },
                 BackendKind::Http => b.http(&p.name, &p.url, p.settings.clone()),
             };
         }
         b
+    }
+}
+
+/// A duration string (`"10s"`, `"250ms"`) greater than zero.
+fn positive_duration(v: &Value) -> Result<Duration, String> {
+    let Value::String(_, text) = v else {
+        return Err(format!(
+            "expected a duration such as \"10s\", found {}",
+            v.to_actual()
+        ));
+    };
+    match humantime::parse_duration(text) {
+        Ok(d) if d.is_zero() => Err(format!("{text}: must be greater than zero")),
+        Ok(d) => Ok(d),
+        Err(e) => Err(format!("invalid duration {text:?}: {e}")),
     }
 }
 
