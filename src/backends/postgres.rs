@@ -11,7 +11,7 @@ use poolvisor_actors::GracefulClose;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
-use tokio_postgres::config::Host;
+use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::{Client, Config, NoTls};
 
 use super::eof_stream::EofOnShutdown;
@@ -28,6 +28,7 @@ use super::error::BackendError;
 /// let pg = Postgres::from_url("postgres://app:secret@127.0.0.1:5432/db?application_name=svc").unwrap();
 /// assert_eq!(pg.target(), "127.0.0.1:5432/db");
 /// assert!(Postgres::from_url("postgres://h:notaport/db").is_err());
+/// assert!(Postgres::from_url("postgres://h/db?sslmode=require").is_err()); // no TLS yet
 /// ```
 #[derive(Clone)]
 pub struct Postgres {
@@ -64,6 +65,8 @@ impl DerefMut for PgConnection {
 
 impl Postgres {
     /// From a libpq-style URL (`postgres://user:password@host:port/db?application_name=x`).
+    /// `sslmode=require` is refused: this backend does not speak TLS yet (`prefer`, the
+    /// default, connects without it).
     pub fn from_url(url: &str) -> Result<Self, BackendError> {
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             return Err(BackendError::invalid_url(
@@ -76,6 +79,13 @@ impl Postgres {
             Config::from_str(url).map_err(|e| BackendError::invalid_url("postgres", url, e))?;
         if config.get_hosts().is_empty() {
             return Err(BackendError::invalid_url("postgres", url, "no host"));
+        }
+        if config.get_ssl_mode() == SslMode::Require {
+            return Err(BackendError::invalid_url(
+                "postgres",
+                url,
+                "sslmode=require: TLS to PostgreSQL is not supported yet",
+            ));
         }
         Ok(Self::from_config(config))
     }
