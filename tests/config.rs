@@ -154,7 +154,6 @@ fn invalid_documents_name_the_key_and_the_value() {
         ("[pools.db]\nkind = \"postgres\"\nurl = \"postgres://u:hunter2@h:port/x\"\n".into(), "pools.db.url"),
         ("[pools.c]\nkind = \"redis\"\nurl = \"redis://:hunter2@h:notaport\"\n".into(), "pools.c.url: invalid redis URL"),
         ("[pools.h]\nkind = \"http\"\nurl = \"ftp://h\"\n".into(), "pools.h.url: invalid http URL"),
-        ("[pools.db]\nkind = \"postgres\"\nurl = \"postgres://u:hunter2@h/x?sslmode=require\"\n".into(), "TLS to PostgreSQL is not supported yet"),
         (pool("response_timeout = \"1s\""), "pools.db.response_timeout: only for kind = \"redis\""),
         ("[pools.c]\nkind = \"redis\"\nurl = \"redis://h\"\nresponse_timeout = \"0s\"\n".into(), "pools.c.response_timeout: 0s: must be greater than zero"),
         ("[pools.c]\nkind = \"redis\"\nurl = \"redis://h\"\nresponse_timeout = 5\n".into(), "pools.c.response_timeout: expected a duration"),

@@ -232,3 +232,112 @@ async fn shared_checkouts_pipeline_concurrent_callers_on_few_server_connections(
     assert_eq!((snap.in_use, snap.sharing, snap.checkouts.ok), (0, 0, 16));
     sup.shutdown().await.unwrap();
 }
+
+/// A TLS front for the real server on a port of its own: it answers a client's
+/// `SSLRequest` with `S`, takes the TLS handshake as `localhost` (a self-signed
+/// certificate, returned), and pipes what it decrypts to PostgreSQL in plain. Counts the
+/// handshakes it completed.
+async fn tls_front() -> (
+    u16,
+    Vec<u8>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    tokio::task::JoinHandle<()>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls::{self, pki_types};
+    let key = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let cert = pki_types::CertificateDer::from(key.cert.der().to_vec());
+    let pkey = pki_types::PrivateKeyDer::Pkcs8(key.signing_key.serialize_der().into());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], pkey)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handshakes = Arc::new(AtomicUsize::new(0));
+    let counted = handshakes.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let (acceptor, counted) = (acceptor.clone(), counted.clone());
+            tokio::spawn(async move {
+                let mut request = [0u8; 8]; // length 8, code 80877103
+                if tcp.read_exact(&mut request).await.is_err()
+                    || request != [0, 0, 0, 8, 4, 210, 22, 47]
+                {
+                    return;
+                }
+                tcp.write_all(b"S").await.unwrap();
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                counted.fetch_add(1, Ordering::SeqCst);
+                let mut server = tokio::net::TcpStream::connect(pg_addr()).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut server).await;
+            });
+        }
+    });
+    (port, cert.to_vec(), handshakes, task)
+}
+
+#[tokio::test]
+async fn sslmode_require_speaks_tls_and_checks_the_servers_certificate() {
+    use std::sync::atomic::Ordering;
+    use tokio_rustls::rustls::{pki_types::CertificateDer, RootCertStore};
+    let (port, cert, handshakes, front) = tls_front().await;
+    let app = unique_name("pv_pg_tls");
+    let url = pg_url();
+    let (user, rest) = url.split_once('@').unwrap();
+    let db = rest.split_once('/').unwrap().1;
+    let sep = if db.contains('?') { '&' } else { '?' };
+    let url = format!("{user}@localhost:{port}/{db}{sep}sslmode=require&application_name={app}");
+
+    let mut roots = RootCertStore::empty();
+    roots.add(CertificateDer::from(cert)).unwrap();
+    let trusted = poolvisor::backends::Postgres::from_url(&url)
+        .unwrap()
+        .root_certificates(roots)
+        .unwrap();
+    let sup = Supervisor::builder()
+        .graceful_pool("db", "postgres", trusted, PoolConfig::default().max_size(2))
+        .start()
+        .await
+        .unwrap();
+    let db = sup.postgres("db").unwrap();
+    let rows = db
+        .checkout()
+        .await
+        .unwrap()
+        .simple_query("SELECT 1")
+        .await
+        .unwrap();
+    assert!(!rows.is_empty());
+    assert_eq!(handshakes.load(Ordering::SeqCst), 1);
+    assert_eq!(pg_count(&pg_admin().await, &app).await, 1);
+    // Closing over TLS still waits for the server to let go.
+    sup.shutdown().await.unwrap();
+    assert_eq!(pg_count(&pg_admin().await, &app).await, 0);
+
+    // With the system's roots, the self-signed certificate is refused, clearly.
+    let untrusted = Supervisor::builder()
+        .postgres("db", &url, PoolConfig::default().down_after_failures(1))
+        .start()
+        .await
+        .unwrap();
+    let err = untrusted
+        .postgres("db")
+        .unwrap()
+        .checkout()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&format!("localhost:{port}")), "{err}");
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    untrusted.shutdown().await.unwrap();
+    front.abort();
+}

@@ -52,4 +52,18 @@ impl BackendError {
             message: redact(&err.to_string()),
         }
     }
+
+    /// As `server`, with the error's causes after it, for drivers whose message leaves
+    /// them out (tokio-postgres says "db error" or "error performing TLS handshake" and
+    /// keeps the why in `source()`).
+    pub(crate) fn server_with_causes(target: &Arc<str>, err: &dyn std::error::Error) -> Self {
+        let mut message = err.to_string();
+        let mut cause = err.source();
+        while let Some(e) = cause {
+            message.push_str(": ");
+            message.push_str(&e.to_string());
+            cause = e.source();
+        }
+        Self::server(target, message)
+    }
 }

@@ -5,6 +5,7 @@ mod close_watch;
 mod eof_stream;
 mod error;
 mod http;
+mod pg_tls;
 mod postgres;
 mod redis;
 mod shortcuts;

@@ -1,4 +1,4 @@
-//! PostgreSQL pools over tokio-postgres (no TLS), validated with `simple_query("")` like
+//! PostgreSQL pools over tokio-postgres (TLS through rustls for `sslmode=require`), validated with `simple_query("")` like
 //! bb8-postgres's manager, plus a graceful close: a closed connection keeps its budget
 //! share until the server's backend is gone.
 
@@ -12,10 +12,16 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_postgres::config::{Host, SslMode};
+use tokio_postgres::tls::TlsConnect;
 use tokio_postgres::{Client, Config, NoTls};
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::rustls::RootCertStore;
+use tokio_rustls::TlsConnector;
 
 use super::eof_stream::EofOnShutdown;
 use super::error::BackendError;
+use super::pg_tls::RustlsConnect;
+use super::tls;
 
 /// A PostgreSQL connection manager. It connects like bb8-postgres's
 /// `PostgresConnectionManager<NoTls>` (which also plugs into any pool unchanged), but owns
@@ -28,12 +34,15 @@ use super::error::BackendError;
 /// let pg = Postgres::from_url("postgres://app:secret@127.0.0.1:5432/db?application_name=svc").unwrap();
 /// assert_eq!(pg.target(), "127.0.0.1:5432/db");
 /// assert!(Postgres::from_url("postgres://h:notaport/db").is_err());
-/// assert!(Postgres::from_url("postgres://h/db?sslmode=require").is_err()); // no TLS yet
+/// let tls = Postgres::from_url("postgres://app@db.internal/app?sslmode=require").unwrap();
+/// assert_eq!(tls.target(), "db.internal:5432/app (tls)");
 /// ```
 #[derive(Clone)]
 pub struct Postgres {
     config: Arc<Config>,
     target: Arc<str>,
+    /// For `sslmode=require`.
+    tls: Option<TlsConnector>,
 }
 
 impl std::fmt::Debug for Postgres {
@@ -65,8 +74,9 @@ impl DerefMut for PgConnection {
 
 impl Postgres {
     /// From a libpq-style URL (`postgres://user:password@host:port/db?application_name=x`).
-    /// `sslmode=require` is refused: this backend does not speak TLS yet (`prefer`, the
-    /// default, connects without it).
+    /// `sslmode=require` connects over TLS (rustls), verifying the server's certificate
+    /// against the system's roots unless `root_certificates` says otherwise, and its
+    /// name against the URL's host; `prefer`, the default, connects without TLS.
     pub fn from_url(url: &str) -> Result<Self, BackendError> {
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             return Err(BackendError::invalid_url(
@@ -80,23 +90,39 @@ impl Postgres {
         if config.get_hosts().is_empty() {
             return Err(BackendError::invalid_url("postgres", url, "no host"));
         }
-        if config.get_ssl_mode() == SslMode::Require {
-            return Err(BackendError::invalid_url(
-                "postgres",
-                url,
-                "sslmode=require: TLS to PostgreSQL is not supported yet",
-            ));
-        }
-        Ok(Self::from_config(config))
+        Self::from_config(config)
     }
 
     /// From a tokio-postgres `Config` (its first host is used).
-    pub fn from_config(config: Config) -> Self {
-        let target = describe(&config).into();
-        Postgres {
+    pub fn from_config(config: Config) -> Result<Self, BackendError> {
+        let mut target = describe(&config);
+        let tls = if config.get_ssl_mode() == SslMode::Require {
+            target.push_str(" (tls)");
+            Some(tls::connector(None, Vec::new(), &target.as_str().into())?)
+        } else {
+            None
+        };
+        Ok(Postgres {
             config: Arc::new(config),
-            target,
+            target: target.into(),
+            tls,
+        })
+    }
+
+    /// For `sslmode=require`: trusts exactly these roots instead of the system's.
+    pub fn root_certificates(mut self, roots: RootCertStore) -> Result<Self, BackendError> {
+        if self.tls.is_none() {
+            return Err(BackendError::server(
+                &self.target,
+                "root certificates need sslmode=require",
+            ));
         }
+        self.tls = Some(tls::connector(
+            Some(&Arc::new(roots)),
+            Vec::new(),
+            &self.target,
+        )?);
+        Ok(self)
     }
 
     /// `host:port/db`, for messages.
@@ -104,15 +130,17 @@ impl Postgres {
         &self.target
     }
 
-    async fn start<S>(&self, stream: S) -> Result<PgConnection, BackendError>
+    async fn start<S, T>(&self, stream: S, tls: T) -> Result<PgConnection, BackendError>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        T: TlsConnect<EofOnShutdown<S>>,
+        T::Stream: Send + 'static,
     {
         let (client, connection) = self
             .config
-            .connect_raw(EofOnShutdown::new(stream), NoTls)
+            .connect_raw(EofOnShutdown::new(stream), tls)
             .await
-            .map_err(|e| BackendError::server(&self.target, e))?;
+            .map_err(|e| BackendError::server_with_causes(&self.target, &e))?;
         let driver = tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "postgres connection ended");
@@ -148,13 +176,24 @@ impl ManageConnection for Postgres {
                     .await
                     .map_err(err)?;
                 let _ = tcp.set_nodelay(true);
-                self.start(tcp).await
+                match &self.tls {
+                    Some(connector) => {
+                        let name = ServerName::try_from(host.clone())
+                            .map_err(|e| BackendError::server(&self.target, e))?;
+                        let tls = RustlsConnect {
+                            connector: connector.clone(),
+                            name,
+                        };
+                        self.start(tcp, tls).await
+                    }
+                    None => self.start(tcp, NoTls).await,
+                }
             }
             #[cfg(unix)]
             Some(Host::Unix(dir)) => {
                 let path = dir.join(format!(".s.PGSQL.{}", port(&self.config)));
                 let unix = tokio::net::UnixStream::connect(path).await.map_err(err)?;
-                self.start(unix).await
+                self.start(unix, NoTls).await
             }
             _ => Err(BackendError::server(&self.target, "no usable host")),
         }
@@ -165,7 +204,7 @@ impl ManageConnection for Postgres {
             .simple_query("")
             .await
             .map(drop)
-            .map_err(|e| BackendError::server(&self.target, e))
+            .map_err(|e| BackendError::server_with_causes(&self.target, &e))
     }
 
     fn has_broken(&self, conn: &mut PgConnection) -> bool {
