@@ -95,17 +95,7 @@ impl Redis {
 
     /// For `rediss://`: trusts exactly these roots instead of the system's.
     pub fn root_certificates(mut self, roots: RootCertStore) -> Result<Self, BackendError> {
-        if self.tls.is_none() {
-            return Err(BackendError::server(
-                &self.target,
-                "root certificates need a rediss:// URL",
-            ));
-        }
-        self.tls = Some(tls::connector(
-            Some(&Arc::new(roots)),
-            Vec::new(),
-            &self.target,
-        )?);
+        tls::trust_only(&mut self.tls, roots, &self.target, "a rediss:// URL")?;
         Ok(self)
     }
 

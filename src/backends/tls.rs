@@ -27,6 +27,24 @@ pub(crate) fn connector(
     Ok(TlsConnector::from(Arc::new(config)))
 }
 
+/// A backend's `root_certificates`: `tls` trusts exactly `roots` from now on. A backend
+/// not set up for TLS (`tls` is `None`) is an error: `needs` says what would set it up.
+pub(crate) fn trust_only(
+    tls: &mut Option<TlsConnector>,
+    roots: RootCertStore,
+    target: &Arc<str>,
+    needs: &str,
+) -> Result<(), BackendError> {
+    if tls.is_none() {
+        return Err(BackendError::server(
+            target,
+            format!("root certificates need {needs}"),
+        ));
+    }
+    *tls = Some(connector(Some(&Arc::new(roots)), Vec::new(), target)?);
+    Ok(())
+}
+
 fn system_roots() -> RootCertStore {
     let mut roots = RootCertStore::empty();
     for cert in rustls_native_certs::load_native_certs().certs {
