@@ -1,6 +1,6 @@
-//! PostgreSQL pools over tokio-postgres (TLS through rustls for `sslmode=require`), validated with `simple_query("")` like
-//! bb8-postgres's manager, plus a graceful close: a closed connection keeps its budget
-//! share until the server's backend is gone.
+//! PostgreSQL pools over tokio-postgres (TLS through rustls for `sslmode=require`),
+//! validated with `simple_query("")` like bb8-postgres's manager, plus a graceful close: a
+//! closed connection keeps its budget share until the server's backend is gone.
 
 use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
