@@ -1,5 +1,6 @@
-//! Backends: PostgreSQL and Redis made as their bb8 managers make them, HTTP over our own hyper manager,
-//! and the builder / supervisor conveniences that name them in one line.
+//! Backends: PostgreSQL and Redis made as their bb8 managers make them (over sockets of
+//! our own), HTTP over our own hyper manager, the TLS they share, and the builder /
+//! supervisor conveniences that name them in one line.
 
 mod close_watch;
 mod eof_stream;
