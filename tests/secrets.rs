@@ -48,6 +48,7 @@ async fn a_sentinel_password_appears_nowhere() {
             format!("postgres://root:{SENTINEL}@127.0.0.1:badport/test"),
         ),
         ("redis", format!("redis://:{SENTINEL}@127.0.0.1:notaport")),
+        ("redis", format!("rediss://:{SENTINEL}@127.0.0.1/#insecure")),
         ("http", format!("gopher://u:{SENTINEL}@127.0.0.1/")),
     ] {
         let b = Supervisor::builder();
@@ -92,6 +93,16 @@ async fn a_sentinel_password_appears_nowhere() {
         .redis(
             "redis_down",
             &format!("redis://:{SENTINEL}@127.0.0.1:{closed}"),
+            PoolConfig::default(),
+        )
+        .redis(
+            "rediss_down",
+            &format!("rediss://:{SENTINEL}@127.0.0.1:{closed}"),
+            PoolConfig::default(),
+        )
+        .postgres(
+            "pg_tls_down",
+            &format!("postgres://root:{SENTINEL}@127.0.0.1:{closed}/test?sslmode=require"),
             PoolConfig::default(),
         )
         .http(
