@@ -93,7 +93,8 @@ impl Postgres {
         Self::from_config(config)
     }
 
-    /// From a tokio-postgres `Config` (its first host is used).
+    /// From a tokio-postgres `Config` (its first host is used). Fails only if TLS, for
+    /// `sslmode=require`, cannot be set up.
     pub fn from_config(config: Config) -> Result<Self, BackendError> {
         let mut target = describe(&config);
         let tls = if config.get_ssl_mode() == SslMode::Require {
