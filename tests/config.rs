@@ -114,6 +114,10 @@ fn environment_overrides_any_key() {
 
 #[test]
 fn invalid_documents_name_the_key_and_the_value() {
+    // A valid certificate, for a `ca_file` given where no TLS is asked for.
+    let pem = std::env::temp_dir().join(format!("pv_config_ca_{}.pem", std::process::id()));
+    let key = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    std::fs::write(&pem, key.cert.pem()).unwrap();
     let pool = |extra: &str| {
         format!("[pools.db]\nkind = \"postgres\"\nurl = \"postgres://u:hunter2@127.0.0.1/x\"\n{extra}\n")
     };
@@ -155,6 +159,11 @@ fn invalid_documents_name_the_key_and_the_value() {
         ("[pools.c]\nkind = \"redis\"\nurl = \"redis://:hunter2@h:notaport\"\n".into(), "pools.c.url: invalid redis URL"),
         ("[pools.h]\nkind = \"http\"\nurl = \"ftp://h\"\n".into(), "pools.h.url: invalid http URL"),
         (pool("response_timeout = \"1s\""), "pools.db.response_timeout: only for kind = \"redis\""),
+        (pool("ca_file = 5"), "pools.db.ca_file: expected a path"),
+        (pool("ca_file = \"/nonexistent/ca.pem\""), "pools.db.ca_file: /nonexistent/ca.pem: "),
+        (pool(&format!("ca_file = \"{}/Cargo.toml\"", env!("CARGO_MANIFEST_DIR"))), "Cargo.toml: no PEM certificate in it"),
+        (pool(&format!("ca_file = \"{}\"", pem.display())), "pools.db.ca_file: 127.0.0.1:5432/x: root certificates need sslmode=require"),
+        ("[pools.c]\nkind = \"redis\"\nurl = \"redis://h\"\n".to_string() + &format!("ca_file = \"{}\"\n", pem.display()), "root certificates need a rediss:// URL"),
         ("[pools.c]\nkind = \"redis\"\nurl = \"redis://h\"\nresponse_timeout = \"0s\"\n".into(), "pools.c.response_timeout: 0s: must be greater than zero"),
         ("[pools.c]\nkind = \"redis\"\nurl = \"redis://h\"\nresponse_timeout = 5\n".into(), "pools.c.response_timeout: expected a duration"),
         ("[pools.c]\nkind = \"redis\"\nurl = \"redis://h\"\nresponse_timeout = \"soon\"\n".into(), "pools.c.response_timeout: invalid duration \"soon\""),
@@ -174,6 +183,7 @@ fn invalid_documents_name_the_key_and_the_value() {
         );
         assert!(!err.contains("hunter2"), "password in: {err}");
     }
+    let _ = std::fs::remove_file(&pem);
 }
 
 #[tokio::test]

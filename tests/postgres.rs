@@ -236,13 +236,34 @@ async fn shared_checkouts_pipeline_concurrent_callers_on_few_server_connections(
 /// A TLS front for the real server on a port of its own: it answers a client's
 /// `SSLRequest` with `S`, takes the TLS handshake as `localhost` (a self-signed
 /// certificate, returned), and pipes what it decrypts to PostgreSQL in plain. Counts the
-/// handshakes it completed.
-async fn tls_front() -> (
-    u16,
-    Vec<u8>,
-    std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    tokio::task::JoinHandle<()>,
-) {
+/// handshakes it completed; stops when dropped.
+struct TlsFront {
+    port: u16,
+    cert_der: Vec<u8>,
+    cert_pem: String,
+    handshakes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TlsFront {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A URL for the server behind `front`, with `sslmode=require`.
+fn tls_url(front: &TlsFront, app: &str) -> String {
+    let url = pg_url();
+    let (user, rest) = url.split_once('@').unwrap();
+    let db = rest.split_once('/').unwrap().1;
+    let sep = if db.contains('?') { '&' } else { '?' };
+    format!(
+        "{user}@localhost:{}/{db}{sep}sslmode=require&application_name={app}",
+        front.port
+    )
+}
+
+async fn tls_front() -> TlsFront {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -282,23 +303,28 @@ async fn tls_front() -> (
             });
         }
     });
-    (port, cert.to_vec(), handshakes, task)
+    TlsFront {
+        port,
+        cert_der: cert.to_vec(),
+        cert_pem: key.cert.pem(),
+        handshakes,
+        task,
+    }
 }
 
 #[tokio::test]
 async fn sslmode_require_speaks_tls_and_checks_the_servers_certificate() {
     use std::sync::atomic::Ordering;
     use tokio_rustls::rustls::{pki_types::CertificateDer, RootCertStore};
-    let (port, cert, handshakes, front) = tls_front().await;
+    let front = tls_front().await;
+    let port = front.port;
     let app = unique_name("pv_pg_tls");
-    let url = pg_url();
-    let (user, rest) = url.split_once('@').unwrap();
-    let db = rest.split_once('/').unwrap().1;
-    let sep = if db.contains('?') { '&' } else { '?' };
-    let url = format!("{user}@localhost:{port}/{db}{sep}sslmode=require&application_name={app}");
+    let url = tls_url(&front, &app);
 
     let mut roots = RootCertStore::empty();
-    roots.add(CertificateDer::from(cert)).unwrap();
+    roots
+        .add(CertificateDer::from(front.cert_der.clone()))
+        .unwrap();
     let trusted = poolvisor::backends::Postgres::from_url(&url)
         .unwrap()
         .root_certificates(roots)
@@ -317,7 +343,7 @@ async fn sslmode_require_speaks_tls_and_checks_the_servers_certificate() {
         .await
         .unwrap();
     assert!(!rows.is_empty());
-    assert_eq!(handshakes.load(Ordering::SeqCst), 1);
+    assert_eq!(front.handshakes.load(Ordering::SeqCst), 1);
     assert_eq!(pg_count(&pg_admin().await, &app).await, 1);
     // Closing over TLS still waits for the server to let go.
     sup.shutdown().await.unwrap();
@@ -339,5 +365,35 @@ async fn sslmode_require_speaks_tls_and_checks_the_servers_certificate() {
     assert!(err.contains(&format!("localhost:{port}")), "{err}");
     assert!(err.to_lowercase().contains("certificate"), "{err}");
     untrusted.shutdown().await.unwrap();
-    front.abort();
+}
+
+#[tokio::test]
+async fn a_config_files_ca_file_is_trusted_for_sslmode_require() {
+    use poolvisor::config::{Config, FromConfig};
+    let front = tls_front().await;
+    let app = unique_name("pv_pg_ca_file");
+    let dir = std::env::temp_dir().join(unique_name("pv_pg_ca"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, &front.cert_pem).unwrap();
+    let doc = format!(
+        "[pools.db]\nkind = \"postgres\"\nurl = \"{}\"\nca_file = \"{}\"\n",
+        tls_url(&front, &app),
+        ca.display()
+    );
+    let config = Config::from_toml(&doc).unwrap();
+    let sup = Supervisor::from_config(&config).await.unwrap();
+    let rows = sup
+        .postgres("db")
+        .unwrap()
+        .checkout()
+        .await
+        .unwrap()
+        .simple_query("SELECT 1")
+        .await
+        .unwrap();
+    assert!(!rows.is_empty());
+    assert_eq!(pg_count(&pg_admin().await, &app).await, 1);
+    sup.shutdown().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -21,12 +21,17 @@
 //! url = "redis://127.0.0.1:6379"
 //! validation = { if_idle_for = "500ms" }
 //! response_timeout = "10s"   # Redis only: how long a command waits for its reply
+//!
+//! [pools.secure]
+//! kind = "postgres"
+//! url = "postgres://app@db.internal/app?sslmode=require"
+//! ca_file = "/etc/ssl/db-ca.pem"   # TLS pools: trust these roots, not the system's
 //! ```
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::providers::{Env, Format, Toml};
@@ -36,6 +41,9 @@ use poolvisor_actors::{
     is_valid_pool_name, redact, PoolConfig, StartError, Supervisor, SupervisorBuilder,
 };
 use serde::Deserialize;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::CertificateDer;
+use tokio_rustls::rustls::RootCertStore;
 
 use crate::backends::{packing, Http, Postgres, Redis};
 
@@ -171,6 +179,9 @@ pub struct PoolEntry {
     pub settings: PoolConfig,
     /// `response_timeout` (Redis pools only): `Redis::response_timeout`, when given.
     pub response_timeout: Option<Duration>,
+    /// `ca_file` (pools over TLS): a PEM file of the roots to trust instead of the
+    /// system's (`root_certificates` of the backend).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl fmt::Debug for PoolEntry {
@@ -181,6 +192,7 @@ impl fmt::Debug for PoolEntry {
             .field("url", &redact(&self.url))
             .field("settings", &self.settings)
             .field("response_timeout", &self.response_timeout)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -285,6 +297,16 @@ impl Config {
                         .map_err(|e| ConfigError::new(key("response_timeout"), e))?,
                 ),
             };
+            let ca_file = match table.remove("ca_file") {
+                None => None,
+                Some(Value::String(_, path)) => Some(PathBuf::from(path)),
+                Some(other) => {
+                    return Err(ConfigError::new(
+                        key("ca_file"),
+                        format!("expected a path, found {}", other.to_actual()),
+                    ))
+                }
+            };
             let settings = PoolConfig::deserialize(&Value::from(table))
                 .map_err(|e| ConfigError::from_figment(&format!("pools.{name}"), e))?;
             pools.push(PoolEntry {
@@ -293,6 +315,7 @@ impl Config {
                 url,
                 settings,
                 response_timeout,
+                ca_file,
             });
         }
         let config = Config {
@@ -337,8 +360,10 @@ impl Config {
             p.settings.validate().map_err(|e| {
                 ConfigError::new(format!("pools.{}.{}", p.name, e.field), e.message)
             })?;
-            if let Err(e) = self.manager_check(p) {
-                return Err(ConfigError::new(format!("pools.{}.url", p.name), e));
+            match p.kind {
+                BackendKind::Postgres => p.postgres().map(drop)?,
+                BackendKind::Redis => p.redis().map(drop)?,
+                BackendKind::Http => p.http().map(drop)?,
             }
         }
         let reserved: usize = self.pools.iter().map(|p| p.settings.reserve).sum();
@@ -354,18 +379,8 @@ impl Config {
         Ok(())
     }
 
-    fn manager_check(&self, p: &PoolEntry) -> Result<(), String> {
-        let result = match p.kind {
-            BackendKind::Postgres => Postgres::from_url(&p.url).map(drop),
-            BackendKind::Redis => Redis::from_url(&p.url).map(drop),
-            BackendKind::Http => Http::new(&p.url).map(drop),
-        };
-        result.map_err(|e| e.to_string())
-    }
-
     /// A builder with every pool of the file, ready to `start()`.
     pub fn builder(&self) -> SupervisorBuilder {
-        use crate::backends::BuilderBackends;
         let s = &self.supervisor;
         let mut b = Supervisor::builder()
             .heartbeat(s.heartbeat_interval, s.heartbeat_timeout)
@@ -375,22 +390,74 @@ impl Config {
             b = b.max_connections(max);
         }
         for p in &self.pools {
+            let (name, settings) = (&p.name, p.settings.clone());
             b = match p.kind {
-                BackendKind::Postgres => b.postgres(&p.name, &p.url, p.settings.clone()),
-                BackendKind::Redis => match (p.response_timeout, Redis::from_url(&p.url)) {
-                    (Some(timeout), Ok(redis)) => b.graceful_pool(
-                        &p.name,
-                        "redis",
-                        redis.response_timeout(Some(timeout)),
-                        packing(p.settings.clone()),
-                    ),
-                    // A bad URL: `redis` reports it from `start()`, as for any pool.
-                    _ => b.redis(&p.name, &p.url, p.settings.clone()),
-                },
-                BackendKind::Http => b.http(&p.name, &p.url, p.settings.clone()),
+                BackendKind::Postgres => {
+                    b.try_graceful_pool(name, "postgres", p.postgres(), settings)
+                }
+                BackendKind::Redis => {
+                    b.try_graceful_pool(name, "redis", p.redis(), packing(settings))
+                }
+                BackendKind::Http => b.try_graceful_pool(name, "http", p.http(), packing(settings)),
             };
         }
         b
+    }
+}
+
+/// The backend managers a pool entry describes (errors name the key).
+impl PoolEntry {
+    fn postgres(&self) -> Result<Postgres, ConfigError> {
+        let pg = Postgres::from_url(&self.url).map_err(|e| self.error("url", e))?;
+        match self.roots()? {
+            Some(roots) => pg
+                .root_certificates(roots)
+                .map_err(|e| self.error("ca_file", e)),
+            None => Ok(pg),
+        }
+    }
+
+    fn redis(&self) -> Result<Redis, ConfigError> {
+        let mut redis = Redis::from_url(&self.url).map_err(|e| self.error("url", e))?;
+        if let Some(timeout) = self.response_timeout {
+            redis = redis.response_timeout(Some(timeout));
+        }
+        match self.roots()? {
+            Some(roots) => redis
+                .root_certificates(roots)
+                .map_err(|e| self.error("ca_file", e)),
+            None => Ok(redis),
+        }
+    }
+
+    fn http(&self) -> Result<Http, ConfigError> {
+        let http = Http::new(&self.url).map_err(|e| self.error("url", e))?;
+        match self.roots()? {
+            Some(roots) => http
+                .root_certificates(roots)
+                .map_err(|e| self.error("ca_file", e)),
+            None => Ok(http),
+        }
+    }
+
+    /// The roots of `ca_file`, read now: every certificate of a PEM file, at least one.
+    fn roots(&self) -> Result<Option<RootCertStore>, ConfigError> {
+        let Some(path) = &self.ca_file else {
+            return Ok(None);
+        };
+        let bad = |e: &dyn fmt::Display| self.error("ca_file", format!("{}: {e}", path.display()));
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(&e))? {
+            roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
+        }
+        if roots.is_empty() {
+            return Err(bad(&"no PEM certificate in it"));
+        }
+        Ok(Some(roots))
+    }
+
+    fn error(&self, field: &str, message: impl fmt::Display) -> ConfigError {
+        ConfigError::new(format!("pools.{}.{field}", self.name), message)
     }
 }
 
