@@ -233,6 +233,18 @@ async fn shared_checkouts_pipeline_concurrent_callers_on_few_server_connections(
     sup.shutdown().await.unwrap();
 }
 
+/// `SELECT 1` through one checkout of `pool`.
+async fn select_one(pool: &PoolHandle<poolvisor::backends::Postgres>) {
+    let rows = pool
+        .checkout()
+        .await
+        .unwrap()
+        .simple_query("SELECT 1")
+        .await
+        .unwrap();
+    assert!(!rows.is_empty());
+}
+
 /// A TLS front for the real server on a port of its own: it answers a client's
 /// `SSLRequest` with `S`, takes the TLS handshake as `localhost` (a self-signed
 /// certificate, returned), and pipes what it decrypts to PostgreSQL in plain. Counts the
@@ -334,15 +346,7 @@ async fn sslmode_require_speaks_tls_and_checks_the_servers_certificate() {
         .start()
         .await
         .unwrap();
-    let db = sup.postgres("db").unwrap();
-    let rows = db
-        .checkout()
-        .await
-        .unwrap()
-        .simple_query("SELECT 1")
-        .await
-        .unwrap();
-    assert!(!rows.is_empty());
+    select_one(&sup.postgres("db").unwrap()).await;
     assert_eq!(front.handshakes.load(Ordering::SeqCst), 1);
     assert_eq!(pg_count(&pg_admin().await, &app).await, 1);
     // Closing over TLS still waits for the server to let go.
@@ -383,16 +387,7 @@ async fn a_config_files_ca_file_is_trusted_for_sslmode_require() {
     );
     let config = Config::from_toml(&doc).unwrap();
     let sup = Supervisor::from_config(&config).await.unwrap();
-    let rows = sup
-        .postgres("db")
-        .unwrap()
-        .checkout()
-        .await
-        .unwrap()
-        .simple_query("SELECT 1")
-        .await
-        .unwrap();
-    assert!(!rows.is_empty());
+    select_one(&sup.postgres("db").unwrap()).await;
     assert_eq!(pg_count(&pg_admin().await, &app).await, 1);
     sup.shutdown().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
