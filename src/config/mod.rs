@@ -45,7 +45,7 @@ use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::CertificateDer;
 use tokio_rustls::rustls::RootCertStore;
 
-use crate::backends::{packing, Http, Postgres, Redis};
+use crate::backends::{packing, BackendError, Http, Postgres, Redis};
 
 /// A configuration that does not hold: which key, and what is wrong with its value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -409,12 +409,7 @@ impl Config {
 impl PoolEntry {
     fn postgres(&self) -> Result<Postgres, ConfigError> {
         let pg = Postgres::from_url(&self.url).map_err(|e| self.error("url", e))?;
-        match self.roots()? {
-            Some(roots) => pg
-                .root_certificates(roots)
-                .map_err(|e| self.error("ca_file", e)),
-            None => Ok(pg),
-        }
+        self.trusting(pg, Postgres::root_certificates)
     }
 
     fn redis(&self) -> Result<Redis, ConfigError> {
@@ -422,21 +417,23 @@ impl PoolEntry {
         if let Some(timeout) = self.response_timeout {
             redis = redis.response_timeout(Some(timeout));
         }
-        match self.roots()? {
-            Some(roots) => redis
-                .root_certificates(roots)
-                .map_err(|e| self.error("ca_file", e)),
-            None => Ok(redis),
-        }
+        self.trusting(redis, Redis::root_certificates)
     }
 
     fn http(&self) -> Result<Http, ConfigError> {
         let http = Http::new(&self.url).map_err(|e| self.error("url", e))?;
+        self.trusting(http, Http::root_certificates)
+    }
+
+    /// `backend`, trusting `ca_file`'s roots through its `root_certificates` if given.
+    fn trusting<B>(
+        &self,
+        backend: B,
+        root_certificates: fn(B, RootCertStore) -> Result<B, BackendError>,
+    ) -> Result<B, ConfigError> {
         match self.roots()? {
-            Some(roots) => http
-                .root_certificates(roots)
-                .map_err(|e| self.error("ca_file", e)),
-            None => Ok(http),
+            Some(roots) => root_certificates(backend, roots).map_err(|e| self.error("ca_file", e)),
+            None => Ok(backend),
         }
     }
 
