@@ -257,7 +257,11 @@ async fn shared_checkouts_run_side_by_side_on_one_http2_connection() {
             let (pool, barrier) = (pool.clone(), barrier.clone());
             tokio::spawn(async move {
                 let conn = pool.checkout_shared().await.unwrap();
-                barrier.wait().await; // all eight hold the one connection now
+                // All eight hold the one connection now (bounded: a caller left out
+                // fails the test instead of hanging it).
+                tokio::time::timeout(Duration::from_secs(10), barrier.wait())
+                    .await
+                    .expect("all eight got a place");
                 let resp = conn.send_shared(get("/x")).await.unwrap();
                 let body = resp.into_body().collect().await.unwrap().to_bytes();
                 assert_eq!(body.as_ref(), b"hello");

@@ -8,8 +8,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::{one_pool, settle};
+use poolvisor_actors::testing::MockManager;
 use poolvisor_actors::{
-    CheckoutError, CloseReason, EventKind, PoolConfig, PoolSnapshot, SharePolicy, SLOT_TERM,
+    CheckoutError, CloseReason, EventKind, PoolConfig, PoolHandle, PoolSnapshot, SharePolicy,
+    SLOT_TERM,
 };
 
 fn closes(snap: &PoolSnapshot, reason: CloseReason) -> u64 {
@@ -140,6 +142,227 @@ async fn sharing_does_not_overtake_exclusive_waiters() {
     drop(first);
     assert_eq!(exclusive.await.unwrap().unwrap(), id);
     assert_eq!(later.await.unwrap().unwrap(), id);
+    sup.shutdown().await.unwrap();
+}
+
+/// Spawns a checkout of either kind; it yields the connection's id, keeping the guard
+/// until `release` is dropped.
+fn waiter(
+    pool: &PoolHandle<MockManager>,
+    shared: bool,
+) -> (
+    tokio::task::JoinHandle<u64>,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::sync::oneshot::Receiver<u64>,
+) {
+    let (release, hold) = tokio::sync::oneshot::channel::<()>();
+    let (got_tx, got) = tokio::sync::oneshot::channel();
+    let pool = pool.clone();
+    let task = tokio::spawn(async move {
+        let id = if shared {
+            let s = pool.checkout_shared().await.unwrap();
+            let _ = got_tx.send(s.id());
+            let _ = hold.await;
+            s.id()
+        } else {
+            let c = pool.checkout().await.unwrap();
+            let _ = got_tx.send(c.id());
+            let _ = hold.await;
+            c.id()
+        };
+        id
+    });
+    (task, release, got)
+}
+
+/// A connection coming back goes to the oldest waiter, shared or exclusive: a shared
+/// checkout that came first is served before an exclusive one that came later, and a
+/// shared one that came after an exclusive one does not slip onto the connection the
+/// earlier shared caller put into shared use.
+#[tokio::test(start_paused = true)]
+async fn shared_and_exclusive_waiters_are_served_in_arrival_order() {
+    let cfg = PoolConfig::default().max_size(1).max_shares(4);
+    let (sup, pool, _mock) = one_pool(cfg).await;
+    let first = pool.checkout().await.unwrap();
+    let (s1, s1_release, mut s1_got) = waiter(&pool, true);
+    settle().await;
+    let (e2, e2_release, mut e2_got) = waiter(&pool, false);
+    settle().await;
+    let (s3, s3_release, mut s3_got) = waiter(&pool, true);
+    settle().await;
+    assert_eq!(pool.snapshot().waiters, 3);
+
+    drop(first);
+    settle().await;
+    assert!(
+        s1_got.try_recv().is_ok(),
+        "the oldest waiter, shared, goes first"
+    );
+    assert!(e2_got.try_recv().is_err() && s3_got.try_recv().is_err());
+    assert_eq!(pool.snapshot().waiters, 2, "s3 waits behind e2");
+
+    drop(s1_release);
+    s1.await.unwrap();
+    settle().await;
+    assert!(e2_got.try_recv().is_ok(), "then the exclusive one");
+    assert!(s3_got.try_recv().is_err());
+
+    drop(e2_release);
+    e2.await.unwrap();
+    settle().await;
+    assert!(s3_got.try_recv().is_ok(), "then the last");
+    drop(s3_release);
+    s3.await.unwrap();
+    let snap = pool.snapshot();
+    assert_eq!((snap.in_use, snap.waiters, snap.checkouts.ok), (0, 0, 4));
+    sup.shutdown().await.unwrap();
+}
+
+/// A place a caller leaves on a full shared connection passes to the oldest shared
+/// waiter, unless an exclusive checkout came before it (that one waits for the whole
+/// connection, which then comes back sooner).
+#[tokio::test(start_paused = true)]
+async fn a_freed_place_goes_to_the_oldest_shared_waiter_unless_an_exclusive_one_came_first() {
+    let cfg = PoolConfig::default().max_size(1).max_shares(2);
+    let (sup, pool, _mock) = one_pool(cfg).await;
+    let a = pool.checkout_shared().await.unwrap();
+    let b = pool.checkout_shared().await.unwrap();
+    let id = a.id();
+    let (s, s_release, mut s_got) = waiter(&pool, true);
+    settle().await;
+    drop(a);
+    settle().await;
+    assert_eq!(s_got.try_recv().ok(), Some(id), "the freed place, at once");
+
+    let (e, e_release, mut e_got) = waiter(&pool, false);
+    settle().await;
+    let (t, t_release, mut t_got) = waiter(&pool, true);
+    settle().await;
+    drop(b);
+    settle().await;
+    assert!(t_got.try_recv().is_err(), "the exclusive waiter came first");
+    drop(s_release);
+    s.await.unwrap();
+    settle().await;
+    assert_eq!(e_got.try_recv().ok(), Some(id));
+    assert!(t_got.try_recv().is_err());
+    drop(e_release);
+    e.await.unwrap();
+    settle().await;
+    assert_eq!(t_got.try_recv().ok(), Some(id));
+    drop(t_release);
+    t.await.unwrap();
+    assert_eq!(pool.snapshot().checkouts.timeout, 0);
+    sup.shutdown().await.unwrap();
+}
+
+/// Exclusive callers that keep the queue full do not starve a shared checkout: it
+/// takes its turn in arrival order, long before its timeout.
+#[tokio::test(start_paused = true)]
+async fn shared_checkouts_are_not_starved_by_sustained_exclusive_load() {
+    let cfg = PoolConfig::default()
+        .max_size(2)
+        .checkout_timeout(Duration::from_secs(1));
+    let (sup, pool, _mock) = one_pool(cfg).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = (0..8)
+        .map(|_| {
+            let (pool, stop) = (pool.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let c = pool.checkout().await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    drop(c);
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(pool.snapshot().waiters >= 4, "the queue never empties");
+    let started = tokio::time::Instant::now();
+    let shared = pool.checkout_shared().await.expect("served in turn");
+    let waited = started.elapsed();
+    // Four exclusive callers at most were ahead of it, each holding for 5 ms on two
+    // connections.
+    assert!(waited <= Duration::from_millis(30), "waited {waited:?}");
+    drop(shared);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in load {
+        t.await.unwrap();
+    }
+    assert_eq!(pool.snapshot().checkouts.timeout, 0);
+    sup.shutdown().await.unwrap();
+}
+
+/// Two workers; callers of both kinds give up at random points, many of them while a
+/// connection or a place is on its way to them. Every connection comes back, both queues
+/// empty, and the pool counted exactly the checkouts callers got.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_callers_leaving_while_served_lose_nothing() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let cfg = PoolConfig::default()
+        .max_size(2)
+        .min_idle(2)
+        .max_shares(2)
+        .max_waiters(1_000);
+    let (sup, pool, mock) = one_pool(cfg).await;
+    let got = Arc::new(AtomicU64::new(0));
+    let left = Arc::new(AtomicU64::new(0));
+    let tasks: Vec<_> = (0..32u64)
+        .map(|seed| {
+            let (pool, got, left) = (pool.clone(), got.clone(), left.clone());
+            tokio::spawn(async move {
+                let mut rng = fastrand::Rng::with_seed(seed);
+                for _ in 0..2_000 {
+                    let patience = rng.u32(0..4);
+                    let shared = rng.bool();
+                    let served = async {
+                        if shared {
+                            let s = pool.checkout_shared().await.expect("shared checkout");
+                            tokio::task::yield_now().await;
+                            drop(s);
+                        } else {
+                            let c = pool.checkout().await.expect("checkout");
+                            tokio::task::yield_now().await;
+                            drop(c);
+                        }
+                    };
+                    tokio::select! {
+                        biased;
+                        () = served => {
+                            got.fetch_add(1, Ordering::Relaxed);
+                        }
+                        _ = async {
+                            for _ in 0..patience {
+                                tokio::task::yield_now().await;
+                            }
+                        } => {
+                            left.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let snap = pool.snapshot();
+    let (got, left) = (got.load(Ordering::Relaxed), left.load(Ordering::Relaxed));
+    assert!(left > 1_000 && got > 1_000, "got {got}, gave up {left}");
+    assert_eq!(
+        (snap.in_use, snap.sharing, snap.waiters),
+        (0, 0, 0),
+        "{snap:?}"
+    );
+    assert_eq!((snap.open, snap.idle), (2, 2), "{snap:?}");
+    assert_eq!(mock.live(), 2);
+    // A caller that gave up while holding its connection did check out.
+    assert!(snap.checkouts.ok >= got, "{snap:?}");
+    assert_eq!(snap.checkouts.ok, snap.hold.count, "{snap:?}");
+    assert_eq!(snap.checkouts.timeout, 0);
     sup.shutdown().await.unwrap();
 }
 
@@ -323,5 +546,45 @@ async fn hold_times_are_recorded_per_shared_caller() {
         snap.hold
     );
     assert!(snap.hold.p50 < Duration::from_millis(20), "{:?}", snap.hold);
+    sup.shutdown().await.unwrap();
+}
+
+/// Two workers; eight shared checkouts at once on a pool whose one connection is idle,
+/// over and over. The one that takes the idle connection lists it for sharing after the
+/// others may have queued: they must be offered its room then, not left waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_that_queue_while_a_connection_goes_into_shared_use_get_a_place() {
+    use std::sync::Arc;
+    let cfg = PoolConfig::default()
+        .max_size(1)
+        .min_idle(1)
+        .max_shares(8)
+        .checkout_timeout(Duration::from_secs(2));
+    let (sup, pool, _mock) = one_pool(cfg).await;
+    for round in 0..500 {
+        let all_in = Arc::new(tokio::sync::Barrier::new(8));
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let (pool, all_in) = (pool.clone(), all_in.clone());
+                tokio::spawn(async move {
+                    let conn = pool.checkout_shared().await?;
+                    // Bounded, so that a caller left out fails the test instead of
+                    // hanging it.
+                    let _ = tokio::time::timeout(Duration::from_secs(3), all_in.wait()).await;
+                    Ok::<_, CheckoutError>(conn.id())
+                })
+            })
+            .collect();
+        for t in tasks {
+            if let Err(e) = t.await.unwrap() {
+                panic!("round {round}: {e}");
+            }
+        }
+    }
+    let snap = pool.snapshot();
+    assert_eq!(
+        (snap.sharing, snap.waiters, snap.checkouts.timeout),
+        (0, 0, 0)
+    );
     sup.shutdown().await.unwrap();
 }

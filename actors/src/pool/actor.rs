@@ -290,7 +290,7 @@ impl<M: ManageConnection> PoolState<M> {
                 usize::from(st.connecting == 0)
             } else {
                 let have = st.idle.len() + st.connecting + st.validating;
-                let shared_demand = st.shared_waiting.div_ceil(shared.config.max_shares);
+                let shared_demand = st.shared_waiters.live().div_ceil(shared.config.max_shares);
                 (st.waiters.live() + shared_demand + shared.config.min_idle).saturating_sub(have)
             };
             wanted.min(room)
@@ -371,7 +371,7 @@ impl<M: ManageConnection> PoolState<M> {
                     None => i += 1,
                 }
             }
-            if st.waiters.live() == 0 {
+            if st.waiters.live() + st.shared_waiters.live() == 0 {
                 st.exhausted_reported = false;
             }
             if let (Some(threshold), Some(leases)) = (cfg.leak_threshold, st.leases.as_mut()) {

@@ -15,7 +15,6 @@ use super::sharing::Shared;
 use super::stats::PoolSnapshot;
 use super::status::PoolStatus;
 use super::waiters::Delivery;
-use crate::clock;
 use crate::error::CheckoutError;
 
 /// A cheap, cloneable handle to one pool. It holds the pool's shared state, never an
@@ -94,9 +93,10 @@ impl<M: ManageConnection> PoolHandle<M> {
     ///
     /// A connection serves at most `max_shares` callers at once. An idle connection is put
     /// into shared use before an existing one takes another caller. When every connection
-    /// in shared use is full and none can be opened, or while exclusive checkouts wait
-    /// (they go first), this waits for a place, for at most `checkout_timeout`.
-    /// Cancel-safe. See [`Shared`] for when a connection leaves shared use.
+    /// in shared use is full and none can be opened, or while other checkouts wait, this
+    /// waits in arrival order with every other checkout, exclusive or shared, for at most
+    /// `checkout_timeout`. Cancel-safe. See [`Shared`] for when a connection leaves
+    /// shared use.
     ///
     /// ```
     /// # use poolvisor_actors::{Supervisor, PoolConfig, testing::MockManager};
@@ -124,27 +124,12 @@ impl<M: ManageConnection> PoolHandle<M> {
     {
         let location = Location::caller();
         async move {
-            let started = clock::now();
-            let deadline = clock::tokio_instant(started + self.shared.config.checkout_timeout);
-            loop {
-                match self.shared.take(location, true) {
-                    Take::Ready(conn) => return Ok(self.shared.share(conn)),
-                    Take::Share(slot, lease) => {
-                        return Ok(Shared::join(slot, self.shared.clone(), lease))
-                    }
-                    Take::Fail(err) => return Err(err),
-                    Take::Wait(..) => unreachable!("shared checkouts never join the queue"),
-                    Take::ShareWait => {
-                        // `take` counted this caller in `shared_waiting` under the lock, so
-                        // whoever frees a place from then on wakes a waiter: this one, or
-                        // (with `notify_one`'s permit) this one as soon as it listens.
-                        let _waiting = SharedWaiting(&self.shared);
-                        let ready = self.shared.share_ready.notified();
-                        if tokio::time::timeout_at(deadline, ready).await.is_err() {
-                            return Err(self.shared.shared_timeout(started));
-                        }
-                    }
-                }
+            match self.shared.take(location, true) {
+                Take::Ready(conn) => Ok(self.shared.share(conn)),
+                Take::Share(slot, lease) => Ok(Shared::join(slot, self.shared.clone(), lease)),
+                Take::Fail(err) => Err(err),
+                Take::WaitShared(queued) => self.shared.wait_shared(queued).await,
+                Take::Wait(_) => unreachable!("shared checkouts wait in the shared queue"),
             }
         }
     }
@@ -155,7 +140,7 @@ impl<M: ManageConnection> PoolHandle<M> {
     ) -> Result<Pooled<M>, CheckoutError> {
         let queued = match self.shared.take(location, false) {
             Take::Ready(conn) => return Ok(Pooled::new(conn, &self.shared)),
-            Take::Share(..) | Take::ShareWait => {
+            Take::Share(..) | Take::WaitShared(_) => {
                 unreachable!("only shared checkouts are given a share")
             }
             Take::Fail(err) => return Err(err),
@@ -169,7 +154,7 @@ impl<M: ManageConnection> PoolHandle<M> {
     /// `Timeout` once `checkout_timeout` has passed (one timer per pool, not per waiter).
     async fn wait(
         &self,
-        queued: Queued<M::Connection>,
+        queued: Queued<Conn<M::Connection>>,
     ) -> Result<Conn<M::Connection>, CheckoutError> {
         let Queued { rx, seq, since } = queued;
         let mut wait = Wait {
@@ -196,20 +181,11 @@ impl<M: ManageConnection> PoolHandle<M> {
     }
 }
 
-/// A shared checkout counted in `shared_waiting` while it waits.
-struct SharedWaiting<'a, M: ManageConnection>(&'a Arc<PoolShared<M>>);
-
-impl<M: ManageConnection> Drop for SharedWaiting<'_, M> {
-    fn drop(&mut self) {
-        self.0.state.lock().shared_waiting -= 1;
-    }
-}
-
 /// A place in the queue; leaving it early (the future dropped) runs the cancel protocol,
 /// which gives back a connection delivered in the meantime.
 struct Wait<'a, M: ManageConnection> {
     shared: &'a Arc<PoolShared<M>>,
-    rx: Option<oneshot::Receiver<Delivery<M::Connection>>>,
+    rx: Option<oneshot::Receiver<Delivery<Conn<M::Connection>>>>,
     /// Its place in the queue.
     seq: u64,
 }
@@ -217,7 +193,10 @@ struct Wait<'a, M: ManageConnection> {
 impl<M: ManageConnection> Drop for Wait<'_, M> {
     fn drop(&mut self) {
         if let Some(mut rx) = self.rx.take() {
-            if let Some(Ok(conn)) = self.shared.cancel_wait(&mut rx, self.seq) {
+            if let Some(Ok(conn)) = self
+                .shared
+                .cancel_wait(&mut rx, self.seq, |st| &mut st.waiters)
+            {
                 self.shared.put_back_unused(conn);
             }
         }

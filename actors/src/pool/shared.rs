@@ -20,7 +20,7 @@ use tracing::Instrument;
 use super::actor::PoolMsg;
 use super::conn::{Closer, Conn};
 use super::recorder::Recorder;
-use super::sharing::AnySlot;
+use super::sharing::{AnySlot, Given};
 use super::stats::{CheckoutCounts, CloseReason, PoolSnapshot, Stats, LATENCY_BUCKETS};
 use super::status::{Admin, Health, PoolStatus};
 use super::waiters::{Delivery, Waiter, Waiters};
@@ -50,7 +50,13 @@ pub(crate) struct State<C: Send + 'static> {
     /// no reference count of their own (see `Pooled`). Taken when `lent` drops to zero
     /// and dropped by whoever took it once it no longer uses the pool.
     pub(crate) keep_alive: Option<KeepAlive>,
-    pub(crate) waiters: Waiters<C>,
+    /// Exclusive checkouts waiting, oldest first.
+    pub(crate) waiters: Waiters<Conn<C>>,
+    /// Shared checkouts waiting, oldest first: for a connection, in arrival order with
+    /// `waiters`, or for a place on one in shared use (see `sharing`).
+    pub(crate) shared_waiters: Waiters<Given<C>>,
+    /// Callers that joined either queue so far: the next one's place is one more.
+    pub(crate) arrivals: u64,
     /// Connections that exist: idle, lent and being validated.
     pub(crate) open: usize,
     pub(crate) connecting: usize,
@@ -69,8 +75,6 @@ pub(crate) struct State<C: Send + 'static> {
     /// type-erased so that the state stays `Send` for connections that are not `Sync`
     /// (only those that are can be shared).
     pub(crate) slots: Vec<AnySlot>,
-    /// Shared checkouts waiting for a place (they wait on `share_ready`, not in `waiters`).
-    pub(crate) shared_waiting: usize,
     pub(crate) stats: Stats,
 }
 
@@ -83,17 +87,16 @@ pub(crate) enum Take<C: Send + 'static> {
     /// A place on a connection in shared use (shared checkouts only), with its lease id
     /// when leak detection is on.
     Share(AnySlot, Option<u64>),
-    /// Wait on `share_ready`, then try again (shared checkouts only; counted in
-    /// `shared_waiting`).
-    ShareWait,
-    /// A place in the queue.
-    Wait(Queued<C>),
+    /// A place in the exclusive queue.
+    Wait(Queued<Conn<C>>),
+    /// A place in the shared queue (shared checkouts only).
+    WaitShared(Queued<Given<C>>),
     Fail(CheckoutError),
 }
 
-/// A caller's place in the queue.
-pub(crate) struct Queued<C: Send + 'static> {
-    pub(crate) rx: oneshot::Receiver<Delivery<C>>,
+/// A caller's place in a queue.
+pub(crate) struct Queued<T: Send + 'static> {
+    pub(crate) rx: oneshot::Receiver<Delivery<T>>,
     /// Its place in arrival order (for `cancel_wait`).
     pub(crate) seq: u64,
     /// When it joined.
@@ -108,7 +111,9 @@ pub(crate) enum Handed<C: Send + 'static> {
     /// To the oldest waiter, already counted as lent to it: still to be sent, so that
     /// the wake is not paid under the lock. (The waiter records its checkout when it
     /// gets the connection.)
-    Deliver(Waiter<C>, Conn<C>),
+    Deliver(Waiter<Conn<C>>, Conn<C>),
+    /// As `Deliver`, to a shared checkout, which puts it into shared use.
+    DeliverShared(Waiter<Given<C>>, Conn<C>),
     /// Off the count (the pool no longer lends, or it shrank): to be dropped.
     Close(Conn<C>),
 }
@@ -137,9 +142,6 @@ pub(crate) struct PoolShared<M: ManageConnection> {
     pub(crate) budget: Arc<Budget>,
     /// Woken whenever a connection closes or comes back while the pool is not running.
     pub(crate) settled: Notify,
-    /// Wakes shared checkouts that wait: a place came free, a connection went idle, or
-    /// the pool stopped lending (see `sharing`).
-    pub(crate) share_ready: Notify,
     /// Wakes the sweeper when the waiter queue stops being empty (and when the pool goes).
     sweeper: Arc<Notify>,
     /// Checkouts, wait and hold times, recorded outside the lock.
@@ -177,6 +179,8 @@ impl<M: ManageConnection> PoolShared<M> {
         let state = State {
             idle: Vec::with_capacity(config.max_size),
             waiters: Waiters::default(),
+            shared_waiters: Waiters::default(),
+            arrivals: 0,
             open: 0,
             connecting: 0,
             validating: 0,
@@ -191,7 +195,6 @@ impl<M: ManageConnection> PoolShared<M> {
             exhausted_reported: false,
             leases: config.leak_threshold.map(|_| HashMap::new()),
             slots: Vec::new(),
-            shared_waiting: 0,
             stats: Stats::default(),
         };
         let shared = Arc::new_cyclic(|this| PoolShared {
@@ -206,7 +209,6 @@ impl<M: ManageConnection> PoolShared<M> {
             events,
             budget,
             settled: Notify::new(),
-            share_ready: Notify::new(),
             sweeper: Arc::new(Notify::new()),
             recorder: Recorder::default(),
             queueing: AtomicBool::new(false),
@@ -223,20 +225,18 @@ impl<M: ManageConnection> PoolShared<M> {
     /// deadline of the oldest one left.
     fn expire_waiters(&self, now: Instant) -> Option<Instant> {
         let timeout = self.config.checkout_timeout;
-        let mut st = self.state.lock();
-        loop {
-            let since = st.waiters.front()?.since;
-            if since + timeout > now {
-                return Some(since + timeout);
-            }
-            let waiter = st.waiters.pop().expect("front exists");
-            st.stats.timeouts += 1;
-            let _ = waiter.tx.send(Err(CheckoutError::Timeout {
-                pool: self.name.clone(),
-                waited: now.saturating_duration_since(since),
-                last_error: st.last_error.clone(),
-            }));
-        }
+        let mut guard = self.state.lock();
+        let st = &mut *guard;
+        let last_error = st.last_error.clone();
+        let err = |waited| CheckoutError::Timeout {
+            pool: self.name.clone(),
+            waited,
+            last_error: last_error.clone(),
+        };
+        let (exclusive, next) = st.waiters.expire(now, timeout, err);
+        let (shared, next_shared) = st.shared_waiters.expire(now, timeout, err);
+        st.stats.timeouts += exclusive + shared;
+        next.into_iter().chain(next_shared).min()
     }
 
     /// The pool's one timer: bounds every wait (see `waiters`). Holds the pool only
@@ -281,14 +281,10 @@ impl<M: ManageConnection> PoolShared<M> {
         }
     }
 
-    /// Fails every waiter with `err` (lock held); shared waiters are woken to find out.
+    /// Fails every waiter with `err` (lock held).
     pub(crate) fn fail_waiters(&self, st: &mut State<M::Connection>, err: &CheckoutError) {
         st.waiters.fail_all(err);
-        if st.shared_waiting > 0 {
-            self.share_ready.notify_waiters();
-            // And a permit for one that counted itself but does not listen yet.
-            self.share_ready.notify_one();
-        }
+        st.shared_waiters.fail_all(err);
     }
 
     pub(crate) fn unavailable(&self, st: &State<M::Connection>) -> CheckoutError {
@@ -347,7 +343,8 @@ impl<M: ManageConnection> PoolShared<M> {
     ///
     /// A shared checkout (`share`) that finds no idle connection takes a place on a
     /// connection in shared use with room, if there is one and nobody waits; with
-    /// `SharePolicy::Pack` it tries such a place before the idle connections.
+    /// `SharePolicy::Pack` it tries such a place before the idle connections. Else it
+    /// joins the shared queue.
     pub(crate) fn take(
         self: &Arc<Self>,
         location: &'static Location<'static>,
@@ -367,16 +364,17 @@ impl<M: ManageConnection> PoolShared<M> {
             return Take::Fail(err);
         }
         let mut found = None;
+        // Strict FIFO: while anyone waits, newcomers queue behind them.
+        let nobody_waits = st.waiters.live() == 0 && st.shared_waiters.live() == 0;
         // Packing shared checkouts try a connection in shared use before an idle one.
         let policy = self.config.share_policy.unwrap_or_default();
         let mut slot = match policy {
-            SharePolicy::Pack if share && st.waiters.live() == 0 => {
+            SharePolicy::Pack if share && nobody_waits => {
                 self.pick_slot(&st, now, SharePolicy::Pack)
             }
             _ => None,
         };
-        // Strict FIFO: while anyone waits, newcomers queue behind them.
-        if slot.is_none() && st.waiters.live() == 0 {
+        if slot.is_none() && nobody_waits {
             while let Some(mut conn) = st.idle.pop() {
                 // `has_broken` is synchronous and cheap by contract: a connection whose
                 // driver already saw it close is replaced before anyone gets it.
@@ -404,12 +402,8 @@ impl<M: ManageConnection> PoolShared<M> {
                 }
             }
         }
-        if slot.is_none() && found.is_none() && share && st.waiters.live() == 0 {
+        if slot.is_none() && found.is_none() && share && nobody_waits {
             slot = self.pick_slot(&st, now, policy);
-        }
-        if share && (found.is_some() || slot.is_some()) && st.shared_waiting > 0 {
-            // Room is left for the next shared waiter (it tries again when woken).
-            self.share_ready.notify_one();
         }
         let outcome = match found {
             Some(conn) => Take::Ready(conn),
@@ -421,9 +415,9 @@ impl<M: ManageConnection> PoolShared<M> {
                 st.stats.unavailable += 1;
                 Take::Fail(self.unavailable(&st))
             }
-            None if st.waiters.live() + st.shared_waiting >= self.config.max_waiters => {
+            None if st.waiters.live() + st.shared_waiters.live() >= self.config.max_waiters => {
                 st.stats.exhausted += 1;
-                let waiters = st.waiters.live();
+                let waiters = st.waiters.live() + st.shared_waiters.live();
                 if !st.exhausted_reported {
                     st.exhausted_reported = true;
                     exhausted_event = Some(waiters);
@@ -433,29 +427,34 @@ impl<M: ManageConnection> PoolShared<M> {
                     waiters,
                 })
             }
-            None if share => {
-                st.shared_waiting += 1;
-                if !st.nudged && st.open + st.connecting < st.max_size {
-                    st.nudged = true;
-                    nudge = true;
-                }
-                Take::ShareWait
-            }
             None => {
-                let (tx, rx) = channel.unwrap_or_else(oneshot::channel);
-                wake_sweeper = st.waiters.live() == 0;
-                let seq = st.waiters.push(Waiter::new(tx, now, location));
+                wake_sweeper = nobody_waits;
+                st.arrivals += 1;
+                let seq = st.arrivals;
+                let outcome = if share {
+                    let (tx, rx) = oneshot::channel();
+                    st.shared_waiters.push(Waiter::new(tx, now, location), seq);
+                    Take::WaitShared(Queued {
+                        rx,
+                        seq,
+                        since: now,
+                    })
+                } else {
+                    let (tx, rx) = channel.unwrap_or_else(oneshot::channel);
+                    st.waiters.push(Waiter::new(tx, now, location), seq);
+                    Take::Wait(Queued {
+                        rx,
+                        seq,
+                        since: now,
+                    })
+                };
                 self.feed_validations(&mut st, now, &mut stale);
                 // The actor only needs to hear of it if it could open a connection.
                 if !st.nudged && st.open + st.connecting < st.max_size {
                     st.nudged = true;
                     nudge = true;
                 }
-                Take::Wait(Queued {
-                    rx,
-                    seq,
-                    since: now,
-                })
+                outcome
             }
         };
         drop(st);
@@ -489,7 +488,7 @@ impl<M: ManageConnection> PoolShared<M> {
         now: Instant,
         stale: &mut Vec<Stale<M::Connection>>,
     ) {
-        while st.validating < st.waiters.live() {
+        while st.validating < st.waiters.live() + st.shared_waiters.live() {
             let Some(mut conn) = st.idle.pop() else { break };
             if conn.expired(now) || self.manager.has_broken(conn.get_mut()) {
                 st.open -= 1;
@@ -518,19 +517,20 @@ impl<M: ManageConnection> PoolShared<M> {
         }
     }
 
-    /// A cancelled or timed-out waiter leaves the queue. Returns what was delivered to it
-    /// in the meantime, if anything.
-    pub(crate) fn cancel_wait(
+    /// A cancelled or timed-out waiter leaves its queue (`queue` picks it from the
+    /// state). Returns what was delivered to it in the meantime, if anything.
+    pub(crate) fn cancel_wait<T: Send + 'static>(
         &self,
-        rx: &mut oneshot::Receiver<Delivery<M::Connection>>,
+        rx: &mut oneshot::Receiver<Delivery<T>>,
         seq: u64,
-    ) -> Option<Delivery<M::Connection>> {
+        queue: impl FnOnce(&mut State<M::Connection>) -> &mut Waiters<T>,
+    ) -> Option<Delivery<T>> {
         let mut st = self.state.lock();
         rx.close();
         match rx.try_recv() {
             Ok(delivery) => Some(delivery),
             Err(_) => {
-                st.waiters.cancelled(seq);
+                queue(&mut st).cancelled(seq);
                 None
             }
         }
@@ -559,6 +559,12 @@ impl<M: ManageConnection> PoolShared<M> {
             return Handed::Close(conn);
         }
         // (`live` first: the common return finds nobody waiting.)
+        if st.shared_waiters.live() > 0 && shared_turn(st) {
+            if let Some(waiter) = st.shared_waiters.pop() {
+                self.lend(st, &mut conn, now, waiter.location);
+                return Handed::DeliverShared(waiter, conn);
+            }
+        }
         if st.waiters.live() > 0 {
             if let Some(waiter) = st.waiters.pop() {
                 self.lend(st, &mut conn, now, waiter.location);
@@ -566,9 +572,6 @@ impl<M: ManageConnection> PoolShared<M> {
             }
         }
         st.idle.push(conn);
-        if st.shared_waiting > 0 {
-            self.share_ready.notify_one();
-        }
         Handed::Kept
     }
 
@@ -601,19 +604,38 @@ impl<M: ManageConnection> PoolShared<M> {
                         Err(Ok(back)) => back,
                         Err(Err(_)) => unreachable!("we sent Ok"),
                     };
-                    let now = clock::now();
-                    let mut st = self.state.lock();
-                    st.lent -= 1;
-                    if let Some(leases) = st.leases.as_mut() {
-                        leases.remove(&back.id);
-                    }
-                    handed = self.hand_over(&mut st, back, now);
-                    // Only a pass that ends the loop (idle or closed) can need a hold.
-                    debug_assert!(held.is_none());
-                    held = hold_pool(&mut st, matches!(handed, Handed::Close(_)));
+                    handed = self.undo_delivery(back, &mut held);
+                }
+                Handed::DeliverShared(waiter, conn) => {
+                    let back = match waiter.tx.send(Ok(Given::Conn(conn))) {
+                        Ok(()) => return held,
+                        Err(Ok(Given::Conn(back))) => back,
+                        Err(_) => unreachable!("we sent a connection"),
+                    };
+                    handed = self.undo_delivery(back, &mut held);
                 }
             }
         }
+    }
+
+    /// A connection sent to a waiter that had left came back: its lend is undone and it
+    /// is handed over again.
+    fn undo_delivery(
+        &self,
+        back: Conn<M::Connection>,
+        held: &mut Option<KeepAlive>,
+    ) -> Handed<M::Connection> {
+        let now = clock::now();
+        let mut st = self.state.lock();
+        st.lent -= 1;
+        if let Some(leases) = st.leases.as_mut() {
+            leases.remove(&back.id);
+        }
+        let handed = self.hand_over(&mut st, back, now);
+        // Only a pass that ends the loop (idle or closed) can need a hold.
+        debug_assert!(held.is_none());
+        *held = hold_pool(&mut st, matches!(handed, Handed::Close(_)));
+        handed
     }
 
     /// A caller gives a connection back (from `Pooled`'s drop). `close` is set when the
@@ -701,7 +723,7 @@ impl<M: ManageConnection> PoolShared<M> {
     pub(crate) fn after_close(&self) {
         let nudge = {
             let mut st = self.state.lock();
-            let wanted = st.waiters.live() + st.shared_waiting > 0
+            let wanted = st.waiters.live() + st.shared_waiters.live() > 0
                 || st.open + st.connecting < self.config.min_idle;
             let nudge = wanted && !st.nudged && st.admin == Admin::Running;
             if nudge {
@@ -861,10 +883,13 @@ impl<M: ManageConnection> PoolShared<M> {
             connecting: st.connecting,
             validating: st.validating,
             peak_in_use: st.stats.peak_lent,
-            waiters: st.waiters.live() + st.shared_waiting,
+            waiters: st.waiters.live() + st.shared_waiters.live(),
             oldest_waiter: st
                 .waiters
                 .oldest()
+                .into_iter()
+                .chain(st.shared_waiters.oldest())
+                .min()
                 .map(|t| now.saturating_duration_since(t))
                 .unwrap_or_default(),
             checkouts: CheckoutCounts {
@@ -895,6 +920,16 @@ impl<M: ManageConnection> PoolShared<M> {
 /// wake a drain), a clone of it, since other guards may take `lent` to zero and free
 /// the pool meanwhile; else nothing (the common return, which does not touch the pool
 /// after the lock, pays no reference count).
+/// Whether the oldest shared waiter came before the oldest exclusive one (lock held;
+/// some shared checkout waits): then a connection coming back is theirs.
+pub(crate) fn shared_turn<C: Send + 'static>(st: &mut State<C>) -> bool {
+    let shared = st.shared_waiters.front().map(|w| w.seq);
+    match st.waiters.front().map(|w| w.seq) {
+        Some(exclusive) => shared.is_some_and(|s| s < exclusive),
+        None => true,
+    }
+}
+
 fn hold_pool<C: Send + 'static>(st: &mut State<C>, again: bool) -> Option<KeepAlive> {
     if st.lent == 0 {
         st.keep_alive.take()

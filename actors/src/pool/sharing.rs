@@ -12,6 +12,13 @@
 //! [`SLOT_TERM`] in shared use. It then drains and comes back, where `has_broken`,
 //! `max_lifetime` and validation see it as for any returned connection: a broken
 //! connection is not shared for more than a term.
+//!
+//! Shared checkouts that must wait join the pool's shared queue. A connection coming back
+//! goes to them in arrival order with the exclusive queue (whichever front waiter came
+//! first); a shared waiter that gets one puts it into shared use and hands the room left
+//! on it to the shared waiters next in turn. A place that a caller leaves on a slot that
+//! still takes callers passes straight to the oldest shared waiter when it is their turn
+//! (no exclusive waiter came before it). So neither kind of checkout starves the other.
 
 use std::any::Any;
 use std::fmt;
@@ -21,10 +28,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bb8::ManageConnection;
+use tokio::sync::oneshot;
 
 use super::conn::Conn;
-use super::shared::{PoolShared, State};
+use super::shared::{shared_turn, PoolShared, Queued, State};
 use super::stats::CloseReason;
+use super::waiters::Delivery;
 use crate::clock::{self, Instant};
 use crate::config::SharePolicy;
 use crate::error::CheckoutError;
@@ -35,6 +44,15 @@ pub const SLOT_TERM: Duration = Duration::from_millis(250);
 
 /// A [`Slot`] as the pool state lists it.
 pub(crate) type AnySlot = Arc<dyn Any + Send + Sync>;
+
+/// What a waiting shared checkout is given.
+pub(crate) enum Given<C: Send + 'static> {
+    /// A connection of its own (counted as lent), to put into shared use.
+    Conn(Conn<C>),
+    /// A place on a connection in shared use, with its lease id when leak detection is
+    /// on.
+    Place(AnySlot, Option<u64>),
+}
 
 /// A connection in shared use.
 pub(crate) struct Slot<C: Send + 'static> {
@@ -120,21 +138,21 @@ impl<M: ManageConnection> Shared<M>
 where
     M::Connection: Sync,
 {
-    /// A place on `slot`, which `pick_slot` gave under the lock.
+    /// A place on `slot`, which the pool gave under the lock.
     pub(crate) fn join(slot: AnySlot, shared: Arc<PoolShared<M>>, lease: Option<u64>) -> Shared<M> {
         Shared {
-            slot: Some(Self::downcast(slot)),
+            slot: Some(downcast(slot)),
             shared,
             lease,
             since: clock::now(),
         }
     }
+}
 
-    fn downcast(slot: AnySlot) -> Arc<Slot<M::Connection>> {
-        match slot.downcast::<Slot<M::Connection>>() {
-            Ok(slot) => slot,
-            Err(_) => unreachable!("a pool's slots hold its own connection type"),
-        }
+fn downcast<C: Send + Sync + 'static>(slot: AnySlot) -> Arc<Slot<C>> {
+    match slot.downcast::<Slot<C>>() {
+        Ok(slot) => slot,
+        Err(_) => unreachable!("a pool's slots hold its own connection type"),
     }
 }
 
@@ -149,45 +167,10 @@ where
         if std::thread::panicking() {
             slot.retire(CloseReason::Panicked);
         }
-        let ptr = Arc::as_ptr(&slot);
         self.shared
             .recorder
             .hold(clock::now().saturating_duration_since(self.since));
-        let last = {
-            let mut st = self.shared.state.lock();
-            if let (Some(id), Some(leases)) = (self.lease, st.leases.as_mut()) {
-                leases.remove(&id);
-            }
-            drop(slot);
-            let at = st
-                .slots
-                .iter()
-                .position(|s| std::ptr::addr_eq(Arc::as_ptr(s), ptr))
-                .expect("a shared slot stays listed while a caller holds it");
-            if Arc::strong_count(&st.slots[at]) == 1 {
-                Some(st.slots.swap_remove(at))
-            } else {
-                if st.shared_waiting > 0 {
-                    self.shared.share_ready.notify_one();
-                }
-                None
-            }
-        };
-        let Some(slot) = last else { return };
-        let slot = Self::downcast(slot);
-        let Ok(slot) = Arc::try_unwrap(slot) else {
-            unreachable!("no caller is left on the slot and every clone happens under the lock")
-        };
-        let Slot {
-            mut conn, retired, ..
-        } = slot;
-        let close = retired.into_inner().or_else(|| {
-            self.shared
-                .manager
-                .has_broken(conn.get_mut())
-                .then_some(CloseReason::Broken)
-        });
-        self.shared.put_back_shared(conn, close);
+        self.shared.leave_slot(slot, self.lease);
     }
 }
 
@@ -227,29 +210,23 @@ impl<M: ManageConnection> PoolShared<M> {
             }
             .cloned()
         };
-        pick(false).or_else(|| {
-            let stuck = st.idle.is_empty() && st.open + st.connecting >= st.max_size;
-            stuck.then(|| pick(true)).flatten()
-        })
+        pick(false).or_else(|| overtime(st).then(|| pick(true)).flatten())
     }
+}
 
-    /// A timed-out shared checkout: counted, and its error.
-    pub(crate) fn shared_timeout(&self, started: Instant) -> CheckoutError {
-        let mut st = self.state.lock();
-        st.stats.timeouts += 1;
-        CheckoutError::Timeout {
-            pool: self.name.clone(),
-            waited: clock::now().saturating_duration_since(started),
-            last_error: st.last_error.clone(),
-        }
-    }
+/// Whether slots past their term may take callers (lock held): nothing else could serve
+/// them now (no idle connection, no room to open one), and no exclusive checkout waits
+/// for one of the connections to come back.
+fn overtime<C: Send + 'static>(st: &State<C>) -> bool {
+    st.waiters.live() == 0 && st.idle.is_empty() && st.open + st.connecting >= st.max_size
 }
 
 impl<M: ManageConnection> PoolShared<M>
 where
     M::Connection: Sync,
 {
-    /// Puts a connection just lent to a shared checkout into shared use.
+    /// Puts a connection just lent to a shared checkout into shared use, and hands the
+    /// room left on it to the shared waiters whose turn it is.
     pub(crate) fn share(self: &Arc<Self>, conn: Conn<M::Connection>) -> Shared<M> {
         let slot = Arc::new(Slot {
             conn,
@@ -257,18 +234,167 @@ where
             retired: parking_lot::Mutex::new(None),
             closed_to_new: AtomicBool::new(false),
         });
+        let limit = self.config.max_shares + 1; // the pool's own reference
+        let mut offers = Vec::new();
         let lease = {
             let mut st = self.state.lock();
             // Leases are per caller: the connection's own becomes this first caller's.
             let first = st.leases.as_mut().and_then(|l| l.remove(&slot.conn.id));
             st.slots.push(slot.clone() as AnySlot);
-            first.and_then(|l| self.open_lease(&mut st, l.since, l.location))
+            let lease = first.and_then(|l| self.open_lease(&mut st, l.since, l.location));
+            let now = clock::now();
+            while st.shared_waiters.live() > 0
+                && Arc::strong_count(&slot) < limit
+                && shared_turn(&mut st)
+            {
+                let waiter = st.shared_waiters.pop().expect("a shared checkout waits");
+                let lease = self.open_lease(&mut st, now, waiter.location);
+                offers.push((waiter, slot.clone() as AnySlot, lease));
+            }
+            lease
         };
+        for (waiter, place, lease) in offers {
+            if let Err(Ok(Given::Place(back, lease))) =
+                waiter.tx.send(Ok(Given::Place(place, lease)))
+            {
+                // That waiter left meanwhile.
+                self.leave_slot(downcast(back), lease);
+            }
+        }
         Shared {
             since: slot.conn.lent_at,
             slot: Some(slot),
             shared: self.clone(),
             lease,
+        }
+    }
+
+    /// A caller leaves `slot` (with its lease, if any). If the slot still takes callers
+    /// and the oldest shared waiter's turn has come, the place passes to it; else the
+    /// caller that leaves the slot with nobody on it gives the connection back.
+    pub(crate) fn leave_slot(&self, mut slot: Arc<Slot<M::Connection>>, mut lease: Option<u64>) {
+        loop {
+            let now = clock::now();
+            let ptr = Arc::as_ptr(&slot);
+            let (offer, last) = {
+                let mut st = self.state.lock();
+                if let (Some(id), Some(leases)) = (lease, st.leases.as_mut()) {
+                    leases.remove(&id);
+                }
+                if st.shared_waiters.live() > 0
+                    && slot.open_to_new(now, overtime(&st))
+                    && shared_turn(&mut st)
+                {
+                    let waiter = st.shared_waiters.pop().expect("a shared checkout waits");
+                    let lease = self.open_lease(&mut st, now, waiter.location);
+                    (Some((waiter, lease, slot)), None)
+                } else {
+                    drop(slot);
+                    let at = st
+                        .slots
+                        .iter()
+                        .position(|s| std::ptr::addr_eq(Arc::as_ptr(s), ptr))
+                        .expect("a shared slot stays listed while a caller holds it");
+                    let last =
+                        (Arc::strong_count(&st.slots[at]) == 1).then(|| st.slots.swap_remove(at));
+                    (None, last)
+                }
+            };
+            if let Some((waiter, new_lease, place)) = offer {
+                // The place moves to the waiter as it is: no count changes hands.
+                match waiter
+                    .tx
+                    .send(Ok(Given::Place(place as AnySlot, new_lease)))
+                {
+                    Ok(()) => return,
+                    // That waiter left meanwhile: the place is ours to leave again.
+                    Err(Ok(Given::Place(back, back_lease))) => {
+                        slot = downcast(back);
+                        lease = back_lease;
+                        continue;
+                    }
+                    Err(_) => unreachable!("we sent a place"),
+                }
+            }
+            let Some(last) = last else { return };
+            let Ok(Slot {
+                mut conn, retired, ..
+            }) = Arc::try_unwrap(downcast::<M::Connection>(last))
+            else {
+                unreachable!("no caller is left on the slot and every clone happens under the lock")
+            };
+            let close = retired.into_inner().or_else(|| {
+                self.manager
+                    .has_broken(conn.get_mut())
+                    .then_some(CloseReason::Broken)
+            });
+            self.put_back_shared(conn, close);
+            return;
+        }
+    }
+
+    /// Waits in the shared queue for a connection or a place on one. Bounded by the
+    /// pool's sweeper (`checkout_timeout`), as an exclusive wait.
+    pub(crate) async fn wait_shared(
+        self: &Arc<Self>,
+        queued: Queued<Given<M::Connection>>,
+    ) -> Result<Shared<M>, CheckoutError> {
+        let Queued { rx, seq, since } = queued;
+        let mut wait = SharedWait {
+            shared: self,
+            rx: Some(rx),
+            seq,
+        };
+        let rx = wait.rx.as_mut().expect("set above");
+        let delivery = match rx.await {
+            Ok(delivery) => delivery,
+            // The sender is only ever dropped after sending; treat it as shutdown.
+            Err(_) => Err(CheckoutError::ShutDown {
+                pool: self.name.clone(),
+            }),
+        };
+        wait.rx = None;
+        // Recorded here: a caller that left before it was served did not check out.
+        Ok(match delivery? {
+            Given::Conn(conn) => {
+                let waited = conn.lent_at.saturating_duration_since(since);
+                self.recorder.checkout(waited);
+                self.share(conn)
+            }
+            Given::Place(slot, lease) => {
+                let shared = Shared::join(slot, self.clone(), lease);
+                self.recorder
+                    .checkout(shared.since.saturating_duration_since(since));
+                shared
+            }
+        })
+    }
+}
+
+/// A place in the shared queue; leaving it early (the future dropped) runs the cancel
+/// protocol, which gives back a connection or a place delivered in the meantime.
+struct SharedWait<'a, M: ManageConnection>
+where
+    M::Connection: Sync,
+{
+    shared: &'a Arc<PoolShared<M>>,
+    rx: Option<oneshot::Receiver<Delivery<Given<M::Connection>>>>,
+    seq: u64,
+}
+
+impl<M: ManageConnection> Drop for SharedWait<'_, M>
+where
+    M::Connection: Sync,
+{
+    fn drop(&mut self) {
+        let Some(mut rx) = self.rx.take() else { return };
+        match self
+            .shared
+            .cancel_wait(&mut rx, self.seq, |st| &mut st.shared_waiters)
+        {
+            Some(Ok(Given::Conn(conn))) => self.shared.put_back_unused(conn),
+            Some(Ok(Given::Place(slot, lease))) => self.shared.leave_slot(downcast(slot), lease),
+            Some(Err(_)) | None => {}
         }
     }
 }

@@ -1,4 +1,10 @@
-//! The FIFO queue of callers waiting for a connection.
+//! The FIFO queues of callers waiting for a connection.
+//!
+//! A pool keeps two: exclusive checkouts wait for a connection of their own
+//! (`Waiters<Conn<C>>`), shared ones for a connection or a place on one in shared use
+//! (`Waiters<Given<C>>`, see `sharing`). Both number their callers from one count of
+//! arrivals, and a connection coming back goes to whichever front waiter came first, so
+//! neither kind can starve the other.
 //!
 //! A waiter that gives up (timeout, cancelled future) closes its receiver under the pool
 //! lock and is counted out at once; its entry stays in the queue until `pop` skips it or a
@@ -15,26 +21,28 @@
 
 use std::collections::VecDeque;
 use std::panic::Location;
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use super::conn::Conn;
 use crate::clock::Instant;
 use crate::error::CheckoutError;
 
-pub(crate) type Delivery<C> = Result<Conn<C>, CheckoutError>;
+/// What a waiter is sent: a connection (or, for a shared waiter, a place on one), or
+/// why it gets none.
+pub(crate) type Delivery<T> = Result<T, CheckoutError>;
 
-pub(crate) struct Waiter<C: Send + 'static> {
-    pub(crate) tx: oneshot::Sender<Delivery<C>>,
+pub(crate) struct Waiter<T: Send + 'static> {
+    pub(crate) tx: oneshot::Sender<Delivery<T>>,
     pub(crate) since: Instant,
     pub(crate) location: &'static Location<'static>,
     /// Its place in arrival order, set by `push`.
-    seq: u64,
+    pub(crate) seq: u64,
 }
 
-impl<C: Send + 'static> Waiter<C> {
+impl<T: Send + 'static> Waiter<T> {
     pub(crate) fn new(
-        tx: oneshot::Sender<Delivery<C>>,
+        tx: oneshot::Sender<Delivery<T>>,
         since: Instant,
         location: &'static Location<'static>,
     ) -> Self {
@@ -49,43 +57,42 @@ impl<C: Send + 'static> Waiter<C> {
 
 /// `repr(C)`: `live`, which every checkout reads, first (see `State`).
 #[repr(C)]
-pub(crate) struct Waiters<C: Send + 'static> {
+pub(crate) struct Waiters<T: Send + 'static> {
     live: usize,
-    queue: VecDeque<Waiter<C>>,
-    pushed: u64,
+    queue: VecDeque<Waiter<T>>,
     /// The `seq` of the last waiter `pop` returned: every waiter up to it has left the
     /// queue.
     served_through: u64,
 }
 
-impl<C: Send + 'static> Default for Waiters<C> {
+impl<T: Send + 'static> Default for Waiters<T> {
     fn default() -> Self {
         Waiters {
             queue: VecDeque::new(),
             live: 0,
-            pushed: 0,
             served_through: 0,
         }
     }
 }
 
-impl<C: Send + 'static> Waiters<C> {
+impl<T: Send + 'static> Waiters<T> {
     /// Callers still waiting.
     pub(crate) fn live(&self) -> usize {
         self.live
     }
 
-    /// Queues a waiter; returns its place, which `cancelled` needs.
-    pub(crate) fn push(&mut self, mut waiter: Waiter<C>) -> u64 {
-        self.pushed += 1;
-        waiter.seq = self.pushed;
+    /// Queues a waiter at place `seq` (in arrival order, counted over every queue of
+    /// the pool: larger than any place queued before); returns it.
+    pub(crate) fn push(&mut self, mut waiter: Waiter<T>, seq: u64) -> u64 {
+        debug_assert!(self.queue.back().is_none_or(|w| w.seq < seq));
+        waiter.seq = seq;
         self.queue.push_back(waiter);
         self.live += 1;
-        self.pushed
+        seq
     }
 
     /// The oldest caller still waiting.
-    pub(crate) fn pop(&mut self) -> Option<Waiter<C>> {
+    pub(crate) fn pop(&mut self) -> Option<Waiter<T>> {
         self.skip_left();
         let w = self.queue.pop_front()?;
         self.live -= 1;
@@ -121,13 +128,36 @@ impl<C: Send + 'static> Waiters<C> {
 
     /// The oldest caller still waiting, left in place (cancelled entries before it are
     /// dropped).
-    pub(crate) fn front(&mut self) -> Option<&Waiter<C>> {
+    pub(crate) fn front(&mut self) -> Option<&Waiter<T>> {
         self.skip_left();
         self.queue.front()
     }
 
     pub(crate) fn oldest(&mut self) -> Option<Instant> {
         self.front().map(|w| w.since)
+    }
+
+    /// Fails the callers at the front that have waited `timeout` by `now`, with the error
+    /// `err` makes of how long each waited. Returns how many, and the deadline of the
+    /// oldest caller left (FIFO: every later one's is later).
+    pub(crate) fn expire(
+        &mut self,
+        now: Instant,
+        timeout: Duration,
+        err: impl Fn(Duration) -> CheckoutError,
+    ) -> (u64, Option<Instant>) {
+        let mut expired = 0;
+        while let Some(since) = self.front().map(|w| w.since) {
+            if since + timeout > now {
+                return (expired, Some(since + timeout));
+            }
+            let waiter = self.pop().expect("front exists");
+            expired += 1;
+            let _ = waiter
+                .tx
+                .send(Err(err(now.saturating_duration_since(since))));
+        }
+        (expired, None)
     }
 
     /// Fails every waiting caller with `err`.
@@ -147,11 +177,11 @@ mod tests {
 
     fn queue(n: usize) -> (Waiters<()>, Vec<Place>) {
         let mut waiters = Waiters::default();
-        let rxs = (0..n)
-            .map(|_| {
+        let rxs = (0..n as u64)
+            .map(|i| {
                 let (tx, rx) = oneshot::channel();
-                let seq = waiters.push(Waiter::new(tx, crate::clock::now(), Location::caller()));
-                (seq, rx)
+                let waiter = Waiter::new(tx, crate::clock::now(), Location::caller());
+                (waiters.push(waiter, 2 * i + 1), rx)
             })
             .collect();
         (waiters, rxs)
