@@ -102,30 +102,29 @@ fn main() {
     header();
     let mut ratios = Vec::new();
     for (c, &(tasks, size)) in cases.iter().enumerate() {
-        if results[c].iter().any(Vec::is_empty) {
-            for (p, pool) in POOLS.iter().enumerate() {
-                if !results[c][p].is_empty() {
-                    row(
-                        &format!("noop {tasks} / {size}"),
-                        pool,
-                        &median(results[c][p].clone()),
-                    );
-                }
+        for (p, pool) in POOLS.iter().enumerate() {
+            if !results[c][p].is_empty() {
+                row(
+                    &format!("noop {tasks} / {size}"),
+                    pool,
+                    &median(results[c][p].clone()),
+                );
             }
+        }
+        // The ratios need bb8 (default) and deadpool in the same passes.
+        if results[c][1].is_empty() || results[c][3].is_empty() {
             continue;
         }
-        let meds: Vec<Outcome> = results[c].iter().map(|r| median(r.clone())).collect();
-        for (p, pool) in POOLS.iter().enumerate() {
-            row(&format!("noop {tasks} / {size}"), pool, &meds[p]);
-        }
         for p in [0, 4] {
-            ratios.push((
-                POOLS[p],
-                tasks,
-                size,
-                against_best_peer(&results[c], p),
-                meds[p].jain,
-            ));
+            if !results[c][p].is_empty() {
+                ratios.push((
+                    POOLS[p],
+                    tasks,
+                    size,
+                    against_best_peer(&results[c], p),
+                    median(results[c][p].clone()).jain,
+                ));
+            }
         }
     }
     println!(
