@@ -6,15 +6,13 @@ use std::panic::Location;
 use std::sync::Arc;
 
 use bb8::ManageConnection;
-use tokio::sync::oneshot;
 
-use super::conn::Conn;
 use super::pooled::Pooled;
-use super::shared::{PoolShared, Queued, Take};
+use super::shared::{PoolShared, Take};
 use super::sharing::Shared;
 use super::stats::PoolSnapshot;
 use super::status::PoolStatus;
-use super::waiters::Delivery;
+use super::wait::Wait;
 use crate::error::CheckoutError;
 
 /// A cheap, cloneable handle to one pool. It holds the pool's shared state, never an
@@ -146,59 +144,18 @@ impl<M: ManageConnection> PoolHandle<M> {
             Take::Fail(err) => return Err(err),
             Take::Wait(queued) => queued,
         };
-        let conn = self.wait(queued).await?;
-        Ok(Pooled::new(conn, &self.shared))
-    }
-
-    /// Waits in the queue. Bounded by the pool's sweeper, which fails the wait with
-    /// `Timeout` once `checkout_timeout` has passed (one timer per pool, not per waiter).
-    async fn wait(
-        &self,
-        queued: Queued<Conn<M::Connection>>,
-    ) -> Result<Conn<M::Connection>, CheckoutError> {
-        let Queued { rx, seq, since } = queued;
-        let mut wait = Wait {
-            shared: &self.shared,
-            rx: Some(rx),
-            seq,
-        };
-        let rx = wait.rx.as_mut().expect("set above");
-        let delivery = match rx.await {
-            Ok(delivery) => delivery,
-            // The sender is only ever dropped after sending; treat it as shutdown.
-            Err(_) => Err(CheckoutError::ShutDown {
-                pool: self.shared.name.clone(),
-            }),
-        };
-        wait.rx = None;
-        let conn = delivery?;
+        let (wait, since) = Wait::new(
+            &self.shared,
+            queued,
+            |st| &mut st.waiters,
+            |shared, conn| shared.put_back_unused(conn),
+        );
+        let conn = wait.delivered().await?;
         // Recorded here, not by whoever handed it over: a caller that left before the
         // connection reached it did not check out.
         self.shared
             .recorder
             .checkout(conn.lent_at.saturating_duration_since(since));
-        Ok(conn)
-    }
-}
-
-/// A place in the queue; leaving it early (the future dropped) runs the cancel protocol,
-/// which gives back a connection delivered in the meantime.
-struct Wait<'a, M: ManageConnection> {
-    shared: &'a Arc<PoolShared<M>>,
-    rx: Option<oneshot::Receiver<Delivery<Conn<M::Connection>>>>,
-    /// Its place in the queue.
-    seq: u64,
-}
-
-impl<M: ManageConnection> Drop for Wait<'_, M> {
-    fn drop(&mut self) {
-        if let Some(mut rx) = self.rx.take() {
-            if let Some(Ok(conn)) = self
-                .shared
-                .cancel_wait(&mut rx, self.seq, |st| &mut st.waiters)
-            {
-                self.shared.put_back_unused(conn);
-            }
-        }
+        Ok(Pooled::new(conn, &self.shared))
     }
 }

@@ -12,4 +12,5 @@ pub(crate) mod shared;
 pub(crate) mod sharing;
 pub(crate) mod stats;
 pub(crate) mod status;
+pub(crate) mod wait;
 pub(crate) mod waiters;

@@ -97,7 +97,7 @@ pub(crate) enum Take<C: Send + 'static> {
 /// A caller's place in a queue.
 pub(crate) struct Queued<T: Send + 'static> {
     pub(crate) rx: oneshot::Receiver<Delivery<T>>,
-    /// Its place in arrival order (for `cancel_wait`).
+    /// Its place in arrival order (for the cancel protocol, `wait`).
     pub(crate) seq: u64,
     /// When it joined.
     pub(crate) since: Instant,
@@ -517,25 +517,6 @@ impl<M: ManageConnection> PoolShared<M> {
         }
     }
 
-    /// A cancelled or timed-out waiter leaves its queue (`queue` picks it from the
-    /// state). Returns what was delivered to it in the meantime, if anything.
-    pub(crate) fn cancel_wait<T: Send + 'static>(
-        &self,
-        rx: &mut oneshot::Receiver<Delivery<T>>,
-        seq: u64,
-        queue: impl FnOnce(&mut State<M::Connection>) -> &mut Waiters<T>,
-    ) -> Option<Delivery<T>> {
-        let mut st = self.state.lock();
-        rx.close();
-        match rx.try_recv() {
-            Ok(delivery) => Some(delivery),
-            Err(_) => {
-                queue(&mut st).cancelled(seq);
-                None
-            }
-        }
-    }
-
     /// Gives a connection to the oldest waiter, or to the idle set, or takes it off the
     /// count if the pool no longer lends (lock held). The caller passes the result to
     /// `complete` once the lock is released.
@@ -578,7 +559,7 @@ impl<M: ManageConnection> PoolShared<M> {
     /// Finishes a `hand_over` after the lock is released.
     ///
     /// A waiter chosen under the lock may give up before the send reaches it: its cancel
-    /// (`cancel_wait`) then finds nothing and leaves the count to us, and the send fails
+    /// (`Wait`'s drop) then finds nothing and leaves the count to us, and the send fails
     /// and gives the connection back. Its lend is undone and the connection goes to the
     /// next waiter, so it is never lost.
     ///

@@ -28,12 +28,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bb8::ManageConnection;
-use tokio::sync::oneshot;
 
 use super::conn::Conn;
 use super::shared::{shared_turn, PoolShared, Queued, State};
 use super::stats::CloseReason;
-use super::waiters::Delivery;
+use super::wait::Wait;
 use crate::clock::{self, Instant};
 use crate::config::SharePolicy;
 use crate::error::CheckoutError;
@@ -339,21 +338,16 @@ where
         self: &Arc<Self>,
         queued: Queued<Given<M::Connection>>,
     ) -> Result<Shared<M>, CheckoutError> {
-        let Queued { rx, seq, since } = queued;
-        let mut wait = SharedWait {
-            shared: self,
-            rx: Some(rx),
-            seq,
-        };
-        let rx = wait.rx.as_mut().expect("set above");
-        let delivery = match rx.await {
-            Ok(delivery) => delivery,
-            // The sender is only ever dropped after sending; treat it as shutdown.
-            Err(_) => Err(CheckoutError::ShutDown {
-                pool: self.name.clone(),
-            }),
-        };
-        wait.rx = None;
+        let (wait, since) = Wait::new(
+            self,
+            queued,
+            |st| &mut st.shared_waiters,
+            |shared, given| match given {
+                Given::Conn(conn) => shared.put_back_unused(conn),
+                Given::Place(slot, lease) => shared.leave_slot(downcast(slot), lease),
+            },
+        );
+        let delivery = wait.delivered().await;
         // Recorded here: a caller that left before it was served did not check out.
         Ok(match delivery? {
             Given::Conn(conn) => {
@@ -368,33 +362,5 @@ where
                 shared
             }
         })
-    }
-}
-
-/// A place in the shared queue; leaving it early (the future dropped) runs the cancel
-/// protocol, which gives back a connection or a place delivered in the meantime.
-struct SharedWait<'a, M: ManageConnection>
-where
-    M::Connection: Sync,
-{
-    shared: &'a Arc<PoolShared<M>>,
-    rx: Option<oneshot::Receiver<Delivery<Given<M::Connection>>>>,
-    seq: u64,
-}
-
-impl<M: ManageConnection> Drop for SharedWait<'_, M>
-where
-    M::Connection: Sync,
-{
-    fn drop(&mut self) {
-        let Some(mut rx) = self.rx.take() else { return };
-        match self
-            .shared
-            .cancel_wait(&mut rx, self.seq, |st| &mut st.shared_waiters)
-        {
-            Some(Ok(Given::Conn(conn))) => self.shared.put_back_unused(conn),
-            Some(Ok(Given::Place(slot, lease))) => self.shared.leave_slot(downcast(slot), lease),
-            Some(Err(_)) | None => {}
-        }
     }
 }

@@ -187,7 +187,7 @@ mod tests {
         (waiters, rxs)
     }
 
-    /// What `PoolShared::cancel_wait` does, lock aside.
+    /// What `Wait`'s drop does, lock aside.
     fn leave(waiters: &mut Waiters<()>, (seq, rx): &mut Place) {
         rx.close();
         waiters.cancelled(*seq);
