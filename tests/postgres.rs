@@ -200,7 +200,10 @@ async fn shared_checkouts_pipeline_concurrent_callers_on_few_server_connections(
             let (db, barrier) = (db.clone(), barrier.clone());
             tokio::spawn(async move {
                 let conn = db.checkout_shared().await.unwrap();
-                barrier.wait().await;
+                // Bounded: a caller left out fails the test instead of hanging it.
+                tokio::time::timeout(std::time::Duration::from_secs(10), barrier.wait())
+                    .await
+                    .expect("all 16 got a place");
                 let mut pids = Vec::new();
                 for _ in 0..10 {
                     let row = conn

@@ -181,7 +181,10 @@ async fn shared_checkouts_multiplex_and_a_killed_connection_is_replaced() {
             let (pool, barrier) = (pool.clone(), barrier.clone());
             tokio::spawn(async move {
                 let conn = pool.checkout_shared().await.unwrap();
-                barrier.wait().await;
+                // Bounded: a caller left out fails the test instead of hanging it.
+                tokio::time::timeout(std::time::Duration::from_secs(10), barrier.wait())
+                    .await
+                    .expect("all 8 got a place");
                 for _ in 0..20 {
                     let pong: String = redis::cmd("PING")
                         .query_async(&mut conn.handle())
