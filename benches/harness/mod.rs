@@ -247,7 +247,6 @@ pub async fn measure<O: Op>(op: O, tasks: usize, settings: &Settings) -> Outcome
     // Operations that finished after the window closed are few and counted; the window
     // is measured, so ops/s is total / window.
     let total: f64 = counts.iter().sum();
-    let sq: f64 = counts.iter().map(|c| c * c).sum();
     let us = |v: u64| v as f64 / 1e3;
     Outcome {
         ops_per_s: total / window.as_secs_f64(),
@@ -255,11 +254,7 @@ pub async fn measure<O: Op>(op: O, tasks: usize, settings: &Settings) -> Outcome
         p99_us: us(all.value_at_quantile(0.99)),
         p999_us: us(all.value_at_quantile(0.999)),
         max_us: us(all.max()),
-        jain: if sq == 0.0 {
-            0.0
-        } else {
-            total * total / (counts.len() as f64 * sq)
-        },
+        jain: jain(&counts),
         round_trip_ns: [probed_before, probed_after],
         steadiness,
         cpu: cpu_before
@@ -269,6 +264,18 @@ pub async fn measure<O: Op>(op: O, tasks: usize, settings: &Settings) -> Outcome
 }
 
 /// The median outcome (by ops/s) of several.
+/// Jain's fairness index over the tasks' operation counts: 1 when every task did as
+/// many, 1 / n when one did them all.
+pub fn jain(counts: &[f64]) -> f64 {
+    let total: f64 = counts.iter().sum();
+    let sq: f64 = counts.iter().map(|c| c * c).sum();
+    if sq == 0.0 {
+        0.0
+    } else {
+        total * total / (counts.len() as f64 * sq)
+    }
+}
+
 pub fn median(mut outcomes: Vec<Outcome>) -> Outcome {
     outcomes.sort_by(|a, b| a.ops_per_s.total_cmp(&b.ops_per_s));
     outcomes[outcomes.len() / 2].clone()
