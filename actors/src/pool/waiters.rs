@@ -82,13 +82,12 @@ impl<T: Send + 'static> Waiters<T> {
     }
 
     /// Queues a waiter at place `seq` (in arrival order, counted over every queue of
-    /// the pool: larger than any place queued before); returns it.
-    pub(crate) fn push(&mut self, mut waiter: Waiter<T>, seq: u64) -> u64 {
+    /// the pool: larger than any place queued before), which `cancelled` needs.
+    pub(crate) fn push(&mut self, mut waiter: Waiter<T>, seq: u64) {
         debug_assert!(self.queue.back().is_none_or(|w| w.seq < seq));
         waiter.seq = seq;
         self.queue.push_back(waiter);
         self.live += 1;
-        seq
     }
 
     /// The oldest caller still waiting.
@@ -180,8 +179,12 @@ mod tests {
         let rxs = (0..n as u64)
             .map(|i| {
                 let (tx, rx) = oneshot::channel();
-                let waiter = Waiter::new(tx, crate::clock::now(), Location::caller());
-                (waiters.push(waiter, 2 * i + 1), rx)
+                let seq = 2 * i + 1; // places need not be consecutive
+                waiters.push(
+                    Waiter::new(tx, crate::clock::now(), Location::caller()),
+                    seq,
+                );
+                (seq, rx)
             })
             .collect();
         (waiters, rxs)
