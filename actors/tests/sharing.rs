@@ -588,3 +588,43 @@ async fn callers_that_queue_while_a_connection_goes_into_shared_use_get_a_place(
     );
     sup.shutdown().await.unwrap();
 }
+
+/// A place passed from a caller that leaves to a waiting one carries the new caller's
+/// lease: leak detection reports the waiter's call site, not the first caller's.
+#[tokio::test(start_paused = true)]
+async fn a_passed_place_is_leased_to_the_caller_that_got_it() {
+    let cfg = PoolConfig::default()
+        .max_size(1)
+        .max_shares(1)
+        .leak_threshold(Some(Duration::from_secs(1)));
+    let (sup, pool, _mock) = one_pool(cfg).await;
+    let mut events = sup.subscribe();
+    let first = pool.checkout_shared().await.unwrap();
+    let line = line!() + 3;
+    let waiting = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.checkout_shared().await.unwrap() })
+    };
+    settle().await;
+    assert_eq!(pool.snapshot().waiters, 1);
+    let id = first.id();
+    drop(first);
+    let second = waiting.await.unwrap();
+    assert_eq!(second.id(), id, "the place passed on");
+    let mut leaks = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            if let EventKind::LeakSuspected { location, .. } = events.recv().await.unwrap().kind {
+                leaks.push(location);
+            }
+        }
+    })
+    .await;
+    assert_eq!(leaks.len(), 1, "{leaks:?}");
+    assert!(
+        leaks[0].starts_with(&format!("{}:{line}:", file!())),
+        "{leaks:?} (the waiter's checkout is at line {line})"
+    );
+    drop(second);
+    sup.shutdown().await.unwrap();
+}
