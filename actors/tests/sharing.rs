@@ -10,8 +10,8 @@ use std::time::Duration;
 use common::{one_pool, settle};
 use poolvisor_actors::testing::MockManager;
 use poolvisor_actors::{
-    CheckoutError, CloseReason, EventKind, PoolConfig, PoolHandle, PoolSnapshot, SharePolicy,
-    SLOT_TERM,
+    CheckoutError, CloseReason, EventKind, EventStream, PoolConfig, PoolHandle, PoolSnapshot,
+    SharePolicy, SLOT_TERM,
 };
 
 fn closes(snap: &PoolSnapshot, reason: CloseReason) -> u64 {
@@ -486,6 +486,20 @@ async fn many_shared_callers_on_a_cold_pool_open_every_connection_and_all_finish
     sup.shutdown().await.unwrap();
 }
 
+/// The call sites of the leaks reported within `within` (of tokio time).
+async fn leaks_within(events: &mut EventStream, within: Duration) -> Vec<String> {
+    let mut leaks = Vec::new();
+    let _ = tokio::time::timeout(within, async {
+        loop {
+            if let EventKind::LeakSuspected { location, .. } = events.recv().await.unwrap().kind {
+                leaks.push(location);
+            }
+        }
+    })
+    .await;
+    leaks
+}
+
 /// Leak detection sees each caller on a shared connection: the one that holds its place
 /// past `leak_threshold` is reported with its own call site, the one that left in time
 /// is not (the first caller's lease comes from the connection's own).
@@ -503,16 +517,7 @@ async fn a_caller_holding_a_shared_connection_too_long_is_reported_with_its_call
     let second = pool.checkout_shared().await.unwrap();
     assert_eq!(first.id(), second.id());
     drop(first);
-    let mut leaks = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(3), async {
-        loop {
-            let e = events.recv().await.unwrap();
-            if let EventKind::LeakSuspected { location, .. } = e.kind {
-                leaks.push(location);
-            }
-        }
-    })
-    .await;
+    let leaks = leaks_within(&mut events, Duration::from_secs(3)).await;
     assert_eq!(leaks.len(), 1, "{leaks:?}");
     assert!(
         leaks[0].starts_with(&format!("{}:{line}:", file!())),
@@ -611,15 +616,7 @@ async fn a_passed_place_is_leased_to_the_caller_that_got_it() {
     drop(first);
     let second = waiting.await.unwrap();
     assert_eq!(second.id(), id, "the place passed on");
-    let mut leaks = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(3), async {
-        loop {
-            if let EventKind::LeakSuspected { location, .. } = events.recv().await.unwrap().kind {
-                leaks.push(location);
-            }
-        }
-    })
-    .await;
+    let leaks = leaks_within(&mut events, Duration::from_secs(3)).await;
     assert_eq!(leaks.len(), 1, "{leaks:?}");
     assert!(
         leaks[0].starts_with(&format!("{}:{line}:", file!())),
