@@ -145,13 +145,13 @@ async fn sharing_does_not_overtake_exclusive_waiters() {
     sup.shutdown().await.unwrap();
 }
 
-/// Spawns a checkout of either kind; it yields the connection's id, keeping the guard
-/// until `release` is dropped.
+/// Spawns a checkout of either kind; `got` yields the connection's id, and the guard is
+/// kept until `release` is dropped.
 fn waiter(
     pool: &PoolHandle<MockManager>,
     shared: bool,
 ) -> (
-    tokio::task::JoinHandle<u64>,
+    tokio::task::JoinHandle<()>,
     tokio::sync::oneshot::Sender<()>,
     tokio::sync::oneshot::Receiver<u64>,
 ) {
@@ -159,18 +159,15 @@ fn waiter(
     let (got_tx, got) = tokio::sync::oneshot::channel();
     let pool = pool.clone();
     let task = tokio::spawn(async move {
-        let id = if shared {
+        if shared {
             let s = pool.checkout_shared().await.unwrap();
             let _ = got_tx.send(s.id());
             let _ = hold.await;
-            s.id()
         } else {
             let c = pool.checkout().await.unwrap();
             let _ = got_tx.send(c.id());
             let _ = hold.await;
-            c.id()
-        };
-        id
+        }
     });
     (task, release, got)
 }
