@@ -253,6 +253,48 @@ async fn a_freed_place_goes_to_the_oldest_shared_waiter_unless_an_exclusive_one_
     sup.shutdown().await.unwrap();
 }
 
+/// Shared callers that queued behind an exclusive one, and reach the front once it is
+/// served, fill the room left on a connection in shared use as soon as a caller leaves
+/// it: not one at a time as places free.
+#[tokio::test(start_paused = true)]
+async fn shared_waiters_behind_an_exclusive_one_fill_the_room_on_a_shared_connection() {
+    let cfg = PoolConfig::default().max_size(2).max_shares(3);
+    let (sup, pool, _mock) = one_pool(cfg).await;
+    let held = pool.checkout().await.unwrap();
+    let a = pool.checkout_shared().await.unwrap();
+    let b = pool.checkout_shared().await.unwrap();
+    let id = a.id();
+    assert_eq!(b.id(), id, "no idle connection left: b joins a");
+    let (e, e_release, mut e_got) = waiter(&pool, false);
+    settle().await;
+    let (s1, s1_release, mut s1_got) = waiter(&pool, true);
+    settle().await;
+    let (s2, s2_release, mut s2_got) = waiter(&pool, true);
+    settle().await;
+    assert_eq!(pool.snapshot().waiters, 3, "the shared ones queue behind e");
+
+    drop(held);
+    settle().await;
+    assert!(e_got.try_recv().is_ok(), "the exclusive waiter came first");
+    drop(a);
+    settle().await;
+    assert_eq!(s1_got.try_recv().ok(), Some(id), "a's place");
+    assert_eq!(
+        s2_got.try_recv().ok(),
+        Some(id),
+        "the room left beside b and s1"
+    );
+    assert_eq!(pool.snapshot().waiters, 0);
+
+    for (task, release) in [(e, e_release), (s1, s1_release), (s2, s2_release)] {
+        drop(release);
+        task.await.unwrap();
+    }
+    drop(b);
+    assert_eq!(pool.snapshot().checkouts.timeout, 0);
+    sup.shutdown().await.unwrap();
+}
+
 /// Exclusive callers that keep the queue full do not starve a shared checkout: it
 /// takes its turn in arrival order, long before its timeout.
 #[tokio::test(start_paused = true)]

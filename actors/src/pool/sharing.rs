@@ -18,7 +18,8 @@
 //! first); a shared waiter that gets one puts it into shared use and hands the room left
 //! on it to the shared waiters next in turn. A place that a caller leaves on a slot that
 //! still takes callers passes straight to the oldest shared waiter when it is their turn
-//! (no exclusive waiter came before it). So neither kind of checkout starves the other.
+//! (no exclusive waiter came before it), and any room left on the slot to the shared
+//! waiters after it. So neither kind of checkout starves the other.
 
 use std::any::Any;
 use std::fmt;
@@ -33,6 +34,7 @@ use super::conn::Conn;
 use super::shared::{shared_turn, PoolShared, Queued, State};
 use super::stats::CloseReason;
 use super::wait::Wait;
+use super::waiters::Waiter;
 use crate::clock::{self, Instant};
 use crate::config::SharePolicy;
 use crate::error::CheckoutError;
@@ -52,6 +54,10 @@ pub(crate) enum Given<C: Send + 'static> {
     /// on.
     Place(AnySlot, Option<u64>),
 }
+
+/// A place on a slot picked for a shared waiter under the lock, with its lease: sent
+/// once the lock is released.
+type Offer<C> = (Waiter<Given<C>>, AnySlot, Option<u64>);
 
 /// A connection in shared use.
 pub(crate) struct Slot<C: Send + 'static> {
@@ -233,7 +239,6 @@ where
             retired: parking_lot::Mutex::new(None),
             closed_to_new: AtomicBool::new(false),
         });
-        let limit = self.config.max_shares + 1; // the pool's own reference
         let mut offers = Vec::new();
         let lease = {
             let mut st = self.state.lock();
@@ -241,25 +246,10 @@ where
             let first = st.leases.as_mut().and_then(|l| l.remove(&slot.conn.id));
             st.slots.push(slot.clone() as AnySlot);
             let lease = first.and_then(|l| self.open_lease(&mut st, l.since, l.location));
-            let now = clock::now();
-            while st.shared_waiters.live() > 0
-                && Arc::strong_count(&slot) < limit
-                && shared_turn(&mut st)
-            {
-                let waiter = st.shared_waiters.pop().expect("a shared checkout waits");
-                let lease = self.open_lease(&mut st, now, waiter.location);
-                offers.push((waiter, slot.clone() as AnySlot, lease));
-            }
+            self.offer_room(&mut st, &slot, clock::now(), &mut offers);
             lease
         };
-        for (waiter, place, lease) in offers {
-            if let Err(Ok(Given::Place(back, lease))) =
-                waiter.tx.send(Ok(Given::Place(place, lease)))
-            {
-                // That waiter left meanwhile.
-                self.leave_slot(downcast(back), lease);
-            }
-        }
+        self.send_places(offers);
         Shared {
             since: slot.conn.lent_at,
             slot: Some(slot),
@@ -268,13 +258,45 @@ where
         }
     }
 
+    /// Hands the room left on `slot` to the shared waiters whose turn it is, one new
+    /// place each, into `offers` (lock held; every clone of a slot happens under it).
+    fn offer_room(
+        &self,
+        st: &mut State<M::Connection>,
+        slot: &Arc<Slot<M::Connection>>,
+        now: Instant,
+        offers: &mut Vec<Offer<M::Connection>>,
+    ) {
+        let limit = self.config.max_shares + 1; // the pool's own reference
+        while st.shared_waiters.live() > 0 && Arc::strong_count(slot) < limit && shared_turn(st) {
+            let waiter = st.shared_waiters.pop().expect("a shared checkout waits");
+            let lease = self.open_lease(st, now, waiter.location);
+            offers.push((waiter, slot.clone() as AnySlot, lease));
+        }
+    }
+
+    /// Sends the places `offer_room` picked (lock released); a waiter that left
+    /// meanwhile gives its place back.
+    fn send_places(&self, offers: Vec<Offer<M::Connection>>) {
+        for (waiter, place, lease) in offers {
+            if let Err(Ok(Given::Place(back, lease))) =
+                waiter.tx.send(Ok(Given::Place(place, lease)))
+            {
+                self.leave_slot(downcast(back), lease);
+            }
+        }
+    }
+
     /// A caller leaves `slot` (with its lease, if any). If the slot still takes callers
-    /// and the oldest shared waiter's turn has come, the place passes to it; else the
-    /// caller that leaves the slot with nobody on it gives the connection back.
+    /// and the oldest shared waiter's turn has come, the place passes to it, and any
+    /// room left on the slot to the shared waiters next in turn (callers that queued
+    /// behind an exclusive one find it there once that one is served); else the caller
+    /// that leaves the slot with nobody on it gives the connection back.
     pub(crate) fn leave_slot(&self, mut slot: Arc<Slot<M::Connection>>, mut lease: Option<u64>) {
         loop {
             let now = clock::now();
             let ptr = Arc::as_ptr(&slot);
+            let mut room = Vec::new();
             let (offer, last) = {
                 let mut st = self.state.lock();
                 if let (Some(id), Some(leases)) = (lease, st.leases.as_mut()) {
@@ -286,6 +308,7 @@ where
                 {
                     let waiter = st.shared_waiters.pop().expect("a shared checkout waits");
                     let lease = self.open_lease(&mut st, now, waiter.location);
+                    self.offer_room(&mut st, &slot, now, &mut room);
                     (Some((waiter, lease, slot)), None)
                 } else {
                     drop(slot);
@@ -299,6 +322,7 @@ where
                     (None, last)
                 }
             };
+            self.send_places(room);
             if let Some((waiter, new_lease, place)) = offer {
                 // The place moves to the waiter as it is: no count changes hands.
                 match waiter
