@@ -1,5 +1,6 @@
-//! Reliability against real servers: a Redis server killed and restarted under load,
-//! PostgreSQL connections reset and refused, and a blackholed network.
+//! Reliability against real servers: a Redis server killed and restarted under load (of
+//! exclusive and of shared checkouts), PostgreSQL connections reset and refused, and a
+//! blackholed network.
 
 mod common;
 
@@ -233,6 +234,25 @@ impl RedisServer {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_server_killed_and_restarted_under_load() {
+    let config = PoolConfig::default().max_size(8);
+    redis_killed_and_restarted(config, false).await;
+}
+
+/// As above with shared checkouts that always outnumber the places (4 connections of 2
+/// places for 64 tasks), so that no connection ever drains for lack of callers, and no
+/// caller discards one: connections that broke while shared still come back to be
+/// replaced (`SLOT_MAX_TERM`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_server_killed_and_restarted_under_shared_overload() {
+    let config = PoolConfig::default().max_size(4).max_shares(2);
+    redis_killed_and_restarted(config, true).await;
+}
+
+/// 64 tasks run PING + [`WORK`] on a Redis pool with `config`, taking `shared` checkouts
+/// or exclusive ones; the server is killed after 2 s and restarted 2 s later. Every
+/// checkout stays bounded, the outage shows in checkout errors with its cause, the pool
+/// goes down and recovers, and throughput is back within 2 s of the restart.
+async fn redis_killed_and_restarted(config: PoolConfig, shared: bool) {
     let _serial = SERIAL.lock().await;
     // Let the previous test's closing backends and tasks finish before measuring.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -243,8 +263,7 @@ async fn redis_server_killed_and_restarted_under_load() {
         .redis(
             "r",
             &format!("redis://127.0.0.1:{port}"),
-            PoolConfig::default()
-                .max_size(8)
+            config
                 .checkout_timeout(checkout_timeout)
                 .connect_timeout(Duration::from_secs(1)),
         )
@@ -258,21 +277,21 @@ async fn redis_server_killed_and_restarted_under_load() {
         let pool = pool.clone();
         async move {
             let started = Instant::now();
-            let checkout = pool.checkout().await;
-            let waited = started.elapsed();
-            let result = match checkout {
-                Ok(mut conn) => {
-                    let result = redis::cmd("PING")
-                        .query_async::<String>(&mut *conn)
-                        .await
-                        .map(drop)
-                        .map_err(|e| format!("command: {e}"));
-                    tokio::time::sleep(WORK).await;
-                    result
+            let result = if shared {
+                match pool.checkout_shared().await {
+                    Ok(conn) => Ok((started.elapsed(), ping(&mut conn.handle()).await)),
+                    Err(e) => Err(e),
                 }
-                Err(e) => Err(format!("checkout: {e}")),
+            } else {
+                match pool.checkout().await {
+                    Ok(mut conn) => Ok((started.elapsed(), ping(&mut *conn).await)),
+                    Err(e) => Err(e),
+                }
             };
-            (waited, result)
+            match result {
+                Ok((waited, result)) => (waited, result),
+                Err(e) => (started.elapsed(), Err(format!("checkout: {e}"))),
+            }
         }
     });
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -311,6 +330,17 @@ async fn redis_server_killed_and_restarted_under_load() {
     let before = steady_rate(&samples, Duration::from_millis(400), killed_at);
     assert_recovered(&samples, before, restarted_at, t0);
     sup.shutdown().await.unwrap();
+}
+
+/// `PING`, then [`WORK`] while still holding the connection.
+async fn ping(conn: &mut impl redis::aio::ConnectionLike) -> Result<(), String> {
+    let result = redis::cmd("PING")
+        .query_async::<String>(conn)
+        .await
+        .map(drop)
+        .map_err(|e| format!("command: {e}"));
+    tokio::time::sleep(WORK).await;
+    result
 }
 
 /// One checkout, `SELECT 1` and [`WORK`], as a careful caller writes it: the query

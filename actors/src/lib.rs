@@ -53,7 +53,7 @@ pub use metrics::{EventCount, MetricsSnapshot};
 pub use pool::admin::DrainReport;
 pub use pool::handle::PoolHandle;
 pub use pool::pooled::Pooled;
-pub use pool::sharing::{Shared, SLOT_TERM};
+pub use pool::sharing::{Shared, SLOT_MAX_TERM, SLOT_TERM};
 pub use pool::stats::{CheckoutCounts, CloseReason, PoolSnapshot, LATENCY_BUCKETS};
 pub use pool::status::PoolStatus;
 pub use redact::redact;

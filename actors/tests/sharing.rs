@@ -11,7 +11,7 @@ use common::{one_pool, settle};
 use poolvisor_actors::testing::MockManager;
 use poolvisor_actors::{
     CheckoutError, CloseReason, EventKind, EventStream, PoolConfig, PoolHandle, PoolSnapshot,
-    SharePolicy, SLOT_TERM,
+    SharePolicy, SLOT_MAX_TERM, SLOT_TERM,
 };
 
 fn closes(snap: &PoolSnapshot, reason: CloseReason) -> u64 {
@@ -462,6 +462,53 @@ async fn a_broken_shared_connection_is_replaced_within_a_term() {
     assert_eq!(closes(&pool.snapshot(), CloseReason::Broken), 1);
     assert_eq!(mock.live(), 1);
     drop(fresh);
+    sup.shutdown().await.unwrap();
+}
+
+/// Under sustained shared overload (every connection in shared use, shared callers
+/// always waiting) slots take callers past their term, but not without end: a connection
+/// that broke while shared drains and is replaced within `SLOT_MAX_TERM` and a hold.
+#[tokio::test(start_paused = true)]
+async fn a_broken_shared_connection_is_replaced_under_sustained_overload() {
+    let cfg = PoolConfig::default().max_size(1).max_shares(2);
+    let (sup, pool, mock) = one_pool(cfg).await;
+    let first = pool.checkout_shared().await.unwrap();
+    let old = first.id();
+    let start = tokio::time::Instant::now();
+    let hold = Duration::from_millis(10);
+    let callers: Vec<_> = (0..3)
+        .map(|_| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                let end = tokio::time::Instant::now() + 3 * SLOT_MAX_TERM;
+                while tokio::time::Instant::now() < end {
+                    let s = pool.checkout_shared().await.unwrap();
+                    ids.push((tokio::time::Instant::now(), s.id()));
+                    tokio::time::sleep(hold).await;
+                }
+                ids
+            })
+        })
+        .collect();
+    settle().await;
+    first.mark_broken(); // its socket closed; nobody discards it
+    drop(first); // the others keep it in use
+    let mut last_on_old = start;
+    for caller in callers {
+        for (at, id) in caller.await.unwrap() {
+            if id == old {
+                last_on_old = last_on_old.max(at);
+            }
+        }
+    }
+    assert!(
+        last_on_old - start <= SLOT_MAX_TERM + hold,
+        "the broken connection took callers for {:?}",
+        last_on_old - start
+    );
+    assert_eq!(closes(&pool.snapshot(), CloseReason::Broken), 1);
+    assert_eq!(mock.live(), 1);
     sup.shutdown().await.unwrap();
 }
 

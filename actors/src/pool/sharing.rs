@@ -40,8 +40,13 @@ use crate::config::SharePolicy;
 use crate::error::CheckoutError;
 
 /// How long a connection stays in shared use before it stops taking new callers and
-/// comes back to the pool to be checked.
+/// comes back to the pool to be checked, if another place is to be had.
 pub const SLOT_TERM: Duration = Duration::from_millis(250);
+
+/// How long a connection takes new shared callers at most, even when nothing else could
+/// serve them: under sustained overload it then drains and comes back to be checked, so
+/// that a connection that broke while shared is replaced.
+pub const SLOT_MAX_TERM: Duration = Duration::from_secs(1);
 
 /// A [`Slot`] as the pool state lists it.
 pub(crate) type AnySlot = Arc<dyn Any + Send + Sync>;
@@ -62,9 +67,10 @@ type Offer<C> = (Waiter<Given<C>>, AnySlot, Option<u64>);
 /// A connection in shared use.
 pub(crate) struct Slot<C: Send + 'static> {
     conn: Conn<C>,
-    /// When it stops taking callers if another place is to be had (`SLOT_TERM`, jittered
-    /// down by up to half so that slots opened together do not retire together).
+    /// When it stops taking callers if another place is to be had (`SLOT_TERM`, jittered).
     retire_at: Instant,
+    /// When it stops taking callers even in overtime (`SLOT_MAX_TERM`, jittered alike).
+    last_call: Instant,
     /// Why it takes no new callers, once it does not.
     retired: parking_lot::Mutex<Option<CloseReason>>,
     /// Set with `retired` (read without the mutex on the fast path).
@@ -72,9 +78,11 @@ pub(crate) struct Slot<C: Send + 'static> {
 }
 
 impl<C: Send + 'static> Slot<C> {
-    /// Takes callers: not retired, within its term (or past it, when `overtime`).
+    /// Takes callers: not retired, within its term (or past it, when `overtime`, up to
+    /// its last call).
     fn open_to_new(&self, now: Instant, overtime: bool) -> bool {
-        !self.closed_to_new.load(Ordering::Relaxed) && (overtime || now < self.retire_at)
+        !self.closed_to_new.load(Ordering::Relaxed)
+            && (now < self.retire_at || overtime && now < self.last_call)
     }
 
     fn retire(&self, reason: CloseReason) {
@@ -233,9 +241,14 @@ where
     /// Puts a connection just lent to a shared checkout into shared use, and hands the
     /// room left on it to the shared waiters whose turn it is.
     pub(crate) fn share(self: &Arc<Self>, conn: Conn<M::Connection>) -> Shared<M> {
+        let now = clock::now();
+        // Jittered down by up to half, so that slots opened together do not retire
+        // together.
+        let jitter = 1.0 - fastrand::f64() * 0.5;
         let slot = Arc::new(Slot {
             conn,
-            retire_at: clock::now() + SLOT_TERM.mul_f64(1.0 - fastrand::f64() * 0.5),
+            retire_at: now + SLOT_TERM.mul_f64(jitter),
+            last_call: now + SLOT_MAX_TERM.mul_f64(jitter),
             retired: parking_lot::Mutex::new(None),
             closed_to_new: AtomicBool::new(false),
         });
@@ -246,7 +259,7 @@ where
             let first = st.leases.as_mut().and_then(|l| l.remove(&slot.conn.id));
             st.slots.push(slot.clone() as AnySlot);
             let lease = first.and_then(|l| self.open_lease(&mut st, l.since, l.location));
-            self.offer_room(&mut st, &slot, clock::now(), &mut offers);
+            self.offer_room(&mut st, &slot, now, &mut offers);
             lease
         };
         self.send_places(offers);
