@@ -9,7 +9,9 @@
 
 mod harness;
 
-use harness::assigned::{turns, Assigned, Turns};
+use std::sync::Arc;
+
+use harness::assigned::{fifo, turns, Assigned, Fifo, Turns};
 use harness::{measure, run_grid, Contender, Op, Settings};
 use poolvisor::backends::Redis;
 use poolvisor::prelude::*;
@@ -69,6 +71,12 @@ impl Op for Assigned<MultiplexedConnection> {
 impl Op for Turns<MultiplexedConnection> {
     async fn run(&self) {
         ping(&mut *self.mine().lock().await).await;
+    }
+}
+
+impl Op for Arc<Fifo<MultiplexedConnection>> {
+    async fn run(&self) {
+        ping(self.get().await.conn()).await;
     }
 }
 
@@ -205,6 +213,12 @@ fn contenders() -> Vec<(&'static str, Contender)> {
             "raw (tasks take turns)",
             Box::new(|tasks, size, s: Settings| {
                 Box::pin(async move { measure(turns(connections(size).await), tasks, &s).await })
+            }),
+        ),
+        (
+            "raw (one FIFO)",
+            Box::new(|tasks, size, s: Settings| {
+                Box::pin(async move { measure(fifo(connections(size).await), tasks, &s).await })
             }),
         ),
     ]

@@ -46,3 +46,55 @@ pub type Turns<C> = Assigned<tokio::sync::Mutex<C>>;
 pub fn turns<C>(conns: Vec<C>) -> Turns<C> {
     Assigned::new(conns.into_iter().map(tokio::sync::Mutex::new).collect())
 }
+
+/// Connections behind one FIFO for every task, with no pool around them: a fair
+/// semaphore (tokio's: it serves its waiters in order, handing a released permit to the
+/// oldest, and does not allocate to wait) over a stack of connections. The least a pool
+/// that hands any returned connection to its oldest waiter must do.
+pub struct Fifo<C> {
+    permits: tokio::sync::Semaphore,
+    stack: std::sync::Mutex<Vec<C>>,
+}
+
+/// `Fifo` over these connections, shared by every task.
+pub fn fifo<C>(conns: Vec<C>) -> Arc<Fifo<C>> {
+    Arc::new(Fifo {
+        permits: tokio::sync::Semaphore::new(conns.len()),
+        stack: std::sync::Mutex::new(conns),
+    })
+}
+
+impl<C> Fifo<C> {
+    /// A connection of its own, after waiting in line for one; back on drop.
+    pub async fn get(&self) -> FifoGuard<'_, C> {
+        let permit = self.permits.acquire().await.expect("never closed");
+        let conn = self.stack.lock().unwrap().pop();
+        FifoGuard {
+            conn,
+            fifo: self,
+            _permit: permit,
+        }
+    }
+}
+
+/// A connection from a `Fifo`: pushed back, then its permit released (waking the oldest
+/// waiter), on drop.
+pub struct FifoGuard<'a, C> {
+    conn: Option<C>,
+    fifo: &'a Fifo<C>,
+    _permit: tokio::sync::SemaphorePermit<'a>,
+}
+
+impl<C> FifoGuard<'_, C> {
+    pub fn conn(&mut self) -> &mut C {
+        self.conn.as_mut().expect("one per permit")
+    }
+}
+
+impl<C> Drop for FifoGuard<'_, C> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.fifo.stack.lock().unwrap().push(conn);
+        }
+    }
+}

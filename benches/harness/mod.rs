@@ -567,8 +567,8 @@ fn or_dash(r: Option<Ratio>) -> String {
 }
 
 /// Prints poolvisor's ratios to raw connections and to the other pools, for grids whose
-/// contenders are, in order: poolvisor, bb8, bb8 no test, deadpool, raw (1 conn/task), and
-/// at index 8 raw with the tasks taking turns. Each ratio is the median of the per-pass
+/// contenders are, in order: poolvisor, bb8, bb8 no test, deadpool, raw (1 conn/task), at
+/// index 8 raw with the tasks taking turns, and at 9 (if any) raw behind one FIFO. Each ratio is the median of the per-pass
 /// ratios, with their range.
 pub fn print_ratios(title: &str, cases: &[(usize, usize)], grid: &Grid) {
     println!("\n{title}");
@@ -591,6 +591,12 @@ pub fn print_ratios(title: &str, cases: &[(usize, usize)], grid: &Grid) {
         if let Some(turns) = grid.ratio(c, 8, 4) {
             println!("  (raw with the tasks taking turns: {turns} raw)");
         }
+        if let Some(fifo) = grid.ratio(c, 9, 4) {
+            println!(
+                "  (raw behind one FIFO: {fifo} raw; poolvisor / it: {})",
+                or_dash(grid.ratio(c, 0, 9))
+            );
+        }
         if let (Some((pv, n)), Some((raw, m))) = (grid.low_steal(c, 0), grid.low_steal(c, 4)) {
             println!(
                 "  (over the measurements with ≤ {:.0} % steal, unpaired: poolvisor {} in {n}, raw {} in {m}: {:.2}×)",
@@ -600,7 +606,11 @@ pub fn print_ratios(title: &str, cases: &[(usize, usize)], grid: &Grid) {
                 pv / raw
             );
         }
-        for (k, reference) in [(4, "raw"), (8, "raw with the tasks taking turns")] {
+        for (k, reference) in [
+            (4, "raw"),
+            (8, "raw with the tasks taking turns"),
+            (9, "raw behind one FIFO"),
+        ] {
             if let Some([here, machine]) = grid.cpu_ratio(c, 0, k) {
                 println!("  (CPU per operation, poolvisor / {reference}: {here} in the bench process, {machine} the whole machine)");
             }
