@@ -54,6 +54,10 @@ pub struct Settings {
     pub tasks: Option<usize>,
     /// `--size N`: measure only cases with this many connections.
     pub size: Option<usize>,
+    /// `--count K`: instead of measuring a window, every task runs `K` operations and
+    /// nothing else is read (no probe, no `/proc`): for counting instructions under
+    /// callgrind (`scripts/instructions.sh`).
+    pub count: Option<u64>,
 }
 
 impl Settings {
@@ -72,7 +76,7 @@ impl Settings {
 
 impl Settings {
     /// `--seconds S` (measured window), `--passes N` (median of N), `--quick`; `--only`,
-    /// `--tasks` and `--size` pick contenders and cases.
+    /// `--tasks` and `--size` pick contenders and cases; `--count K` (see `count`).
     pub fn from_args() -> Self {
         let mut s = Settings {
             warmup: Duration::from_millis(500),
@@ -81,6 +85,7 @@ impl Settings {
             only: None,
             tasks: None,
             size: None,
+            count: None,
         };
         let args: Vec<String> = std::env::args().collect();
         let mut i = 1;
@@ -104,6 +109,10 @@ impl Settings {
                 }
                 "--size" => {
                     s.size = Some(args[i + 1].parse().expect("--size N"));
+                    i += 1;
+                }
+                "--count" => {
+                    s.count = Some(args[i + 1].parse().expect("--count K"));
                     i += 1;
                 }
                 "--quick" => {
@@ -169,6 +178,9 @@ fn histogram() -> Histogram<u64> {
 
 /// Runs `tasks` copies of `op` and measures them.
 pub async fn measure<O: Op>(op: O, tasks: usize, settings: &Settings) -> Outcome {
+    if let Some(k) = settings.count {
+        return run_count(op, tasks, k).await;
+    }
     let probed_before = probe::round_trip_ns();
     let phase = Arc::new(AtomicU8::new(WARMUP));
     // Room for the warm-up, the window, and operations that end after it.
@@ -261,6 +273,32 @@ pub async fn measure<O: Op>(op: O, tasks: usize, settings: &Settings) -> Outcome
             .zip(cpu_after)
             .and_then(|(a, b)| a.until(b, total)),
     }
+}
+
+/// `tasks` copies of `op` run `k` operations each (`Settings::count`); only the rate and
+/// Jain are filled in.
+async fn run_count<O: Op>(op: O, tasks: usize, k: u64) -> Outcome {
+    let started = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|_| {
+            let op = op.clone();
+            tokio::spawn(async move {
+                for _ in 0..k {
+                    op.run().await;
+                    tokio::task::consume_budget().await;
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.await.expect("bench task");
+    }
+    let ops = tasks as u64 * k;
+    eprintln!("count: {ops} operations");
+    let mut o = Outcome::none();
+    o.ops_per_s = ops as f64 / started.elapsed().as_secs_f64();
+    o.jain = 1.0;
+    o
 }
 
 /// The median outcome (by ops/s) of several.
