@@ -203,7 +203,7 @@ impl<M: ManageConnection> PoolShared<M> {
     /// A new place on a connection in shared use that takes callers and has room (lock
     /// held): the least used one, or with `SharePolicy::Pack` the busiest. Past their
     /// term, slots still take callers when nothing else could serve them now (no idle
-    /// connection, no room to open one).
+    /// connection, no room to open one), until `SLOT_MAX_TERM`.
     pub(crate) fn pick_slot(
         &self,
         st: &State<M::Connection>,
