@@ -277,20 +277,18 @@ async fn redis_killed_and_restarted(config: PoolConfig, shared: bool) {
         let pool = pool.clone();
         async move {
             let started = Instant::now();
-            let result = if shared {
+            let failed = |e: CheckoutError| (started.elapsed(), Err(format!("checkout: {e}")));
+            // (The wait is read before the command runs.)
+            if shared {
                 match pool.checkout_shared().await {
-                    Ok(conn) => Ok((started.elapsed(), ping(&mut conn.handle()).await)),
-                    Err(e) => Err(e),
+                    Ok(conn) => (started.elapsed(), ping(&mut conn.handle()).await),
+                    Err(e) => failed(e),
                 }
             } else {
                 match pool.checkout().await {
-                    Ok(mut conn) => Ok((started.elapsed(), ping(&mut *conn).await)),
-                    Err(e) => Err(e),
+                    Ok(mut conn) => (started.elapsed(), ping(&mut *conn).await),
+                    Err(e) => failed(e),
                 }
-            };
-            match result {
-                Ok((waited, result)) => (waited, result),
-                Err(e) => (started.elapsed(), Err(format!("checkout: {e}"))),
             }
         }
     });
