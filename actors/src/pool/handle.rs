@@ -92,11 +92,10 @@ impl<M: ManageConnection> PoolHandle<M> {
     /// A connection serves at most `max_shares` callers at once. With `SharePolicy::Spread`
     /// (the engine's default) an idle connection is put into shared use before an
     /// existing one takes another caller; with `Pack` the busiest connection with room
-    /// takes the caller first. When every connection
-    /// in shared use is full and none can be opened, or while other checkouts wait, this
-    /// waits in arrival order with every other checkout, exclusive or shared, for at most
-    /// `checkout_timeout`. Cancel-safe. See [`Shared`] for when a connection leaves
-    /// shared use.
+    /// takes the caller first. When every connection in shared use is full and none can be
+    /// opened, or while other checkouts wait, this waits in arrival order with every
+    /// other checkout, exclusive or shared, for at most `checkout_timeout`. Cancel-safe.
+    /// See [`Shared`] for when a connection leaves shared use.
     ///
     /// ```
     /// # use poolvisor_actors::{Supervisor, PoolConfig, testing::MockManager};
