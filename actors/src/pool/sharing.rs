@@ -98,7 +98,9 @@ impl<C: Send + 'static> Slot<C> {
 ///
 /// Dropping it leaves the connection; the last caller to leave gives it back to the
 /// pool. `discard` (or a panic while holding it) stops further sharing and closes the
-/// connection once every caller has left.
+/// connection once every caller has left. A connection also stops taking new callers
+/// after [`SLOT_TERM`] (or [`SLOT_MAX_TERM`], when nothing else could serve them), and
+/// comes back to be checked once its callers have left.
 pub struct Shared<M: ManageConnection>
 where
     M::Connection: Sync,
