@@ -253,12 +253,11 @@ async fn a_freed_place_goes_to_the_oldest_shared_waiter_unless_an_exclusive_one_
     sup.shutdown().await.unwrap();
 }
 
-/// Shared callers that queued behind an exclusive one, and reach the front once it is
-/// served, fill the room left on a connection in shared use as soon as a caller leaves
-/// it: not one at a time as places free.
+/// Shared callers that queued behind an exclusive one take the room left on a connection
+/// in shared use as soon as that one is served, as newcomers would with nobody waiting.
 #[tokio::test(start_paused = true)]
-async fn shared_waiters_behind_an_exclusive_one_fill_the_room_on_a_shared_connection() {
-    let cfg = PoolConfig::default().max_size(2).max_shares(3);
+async fn shared_waiters_take_room_on_a_shared_connection_once_the_exclusive_one_ahead_is_served() {
+    let cfg = PoolConfig::default().max_size(2).max_shares(4);
     let (sup, pool, _mock) = one_pool(cfg).await;
     let held = pool.checkout().await.unwrap();
     let a = pool.checkout_shared().await.unwrap();
@@ -276,6 +275,40 @@ async fn shared_waiters_behind_an_exclusive_one_fill_the_room_on_a_shared_connec
     drop(held);
     settle().await;
     assert!(e_got.try_recv().is_ok(), "the exclusive waiter came first");
+    assert_eq!(s1_got.try_recv().ok(), Some(id), "room beside a and b");
+    assert_eq!(s2_got.try_recv().ok(), Some(id), "and more");
+    assert_eq!(pool.snapshot().waiters, 0);
+
+    for (task, release) in [(e, e_release), (s1, s1_release), (s2, s2_release)] {
+        drop(release);
+        task.await.unwrap();
+    }
+    drop((a, b));
+    assert_eq!(pool.snapshot().checkouts.timeout, 0);
+    sup.shutdown().await.unwrap();
+}
+
+/// Shared callers that reach the front because the exclusive one ahead of them left
+/// fill the room on a connection in shared use when a caller leaves it: the leaver's
+/// place and the room beside it, not one place at a time.
+#[tokio::test(start_paused = true)]
+async fn shared_waiters_fill_the_room_on_a_shared_connection_when_a_caller_leaves_it() {
+    let cfg = PoolConfig::default().max_size(2).max_shares(3);
+    let (sup, pool, _mock) = one_pool(cfg).await;
+    let held = pool.checkout().await.unwrap();
+    let a = pool.checkout_shared().await.unwrap();
+    let b = pool.checkout_shared().await.unwrap();
+    let id = a.id();
+    let (e, _e_release, _e_got) = waiter(&pool, false);
+    settle().await;
+    let (s1, s1_release, mut s1_got) = waiter(&pool, true);
+    settle().await;
+    let (s2, s2_release, mut s2_got) = waiter(&pool, true);
+    settle().await;
+    assert_eq!(pool.snapshot().waiters, 3, "the shared ones queue behind e");
+
+    e.abort(); // the exclusive waiter gives up
+    assert!(e.await.unwrap_err().is_cancelled());
     drop(a);
     settle().await;
     assert_eq!(s1_got.try_recv().ok(), Some(id), "a's place");
@@ -286,11 +319,11 @@ async fn shared_waiters_behind_an_exclusive_one_fill_the_room_on_a_shared_connec
     );
     assert_eq!(pool.snapshot().waiters, 0);
 
-    for (task, release) in [(e, e_release), (s1, s1_release), (s2, s2_release)] {
+    for (task, release) in [(s1, s1_release), (s2, s2_release)] {
         drop(release);
         task.await.unwrap();
     }
-    drop(b);
+    drop((b, held));
     assert_eq!(pool.snapshot().checkouts.timeout, 0);
     sup.shutdown().await.unwrap();
 }

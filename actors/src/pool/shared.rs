@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::panic::Location;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use bb8::ManageConnection;
@@ -151,9 +151,16 @@ pub(crate) struct PoolShared<M: ManageConnection> {
     /// Written only when the guess turns out wrong.
     queueing: AtomicBool,
     next_id: AtomicU64,
+    /// How a place on a connection in shared use is left (`leave_slot`), for code that
+    /// does not require `Sync` connections: set by the first `share`, before any place
+    /// exists.
+    pub(crate) leave_place: OnceLock<LeavePlace<M>>,
     /// Itself, for `keep_alive`.
     this: Weak<Self>,
 }
+
+/// `PoolShared::leave_slot` for a type-erased slot.
+pub(crate) type LeavePlace<M> = fn(&PoolShared<M>, AnySlot, Option<u64>);
 
 /// What the builder knows of a pool before it starts.
 pub(crate) struct PoolSpec<M: ManageConnection> {
@@ -213,6 +220,7 @@ impl<M: ManageConnection> PoolShared<M> {
             recorder: Recorder::default(),
             queueing: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
+            leave_place: OnceLock::new(),
             this: this.clone(),
         });
         let listener: Arc<dyn BudgetListener> = shared.clone();
@@ -675,11 +683,17 @@ impl<M: ManageConnection> PoolShared<M> {
                 self.hand_over(&mut st, conn, now)
             }
         };
+        // An exclusive waiter got it: shared ones behind it may now take room on
+        // connections in shared use.
+        let serve_shared = st.shared_waiters.live() > 0 && matches!(handed, Handed::Deliver(..));
         let running = st.admin == Admin::Running;
         let closing = matches!(handed, Handed::Close(_));
         let held = hold_pool(&mut st, closing || !running);
         drop(st);
         let also_held = self.complete(handed);
+        if serve_shared {
+            self.serve_shared_in_turn();
+        }
         if !closing && !running {
             self.settled.notify_waiters();
         }

@@ -9,9 +9,10 @@
 //! gives its connection back like an exclusive one (to the oldest waiter, or idle).
 //!
 //! A slot stops taking callers when a caller discards it or panics on it, and after
-//! [`SLOT_TERM`] in shared use. It then drains and comes back, where `has_broken`,
-//! `max_lifetime` and validation see it as for any returned connection: a broken
-//! connection is not shared for more than a term.
+//! [`SLOT_TERM`] in shared use ([`SLOT_MAX_TERM`] when nothing else could serve the
+//! callers waiting). It then drains and comes back, where `has_broken`, `max_lifetime`
+//! and validation see it as for any returned connection: a broken connection is not
+//! shared for more than a term, or a second under sustained overload.
 //!
 //! Shared checkouts that must wait join the pool's shared queue. A connection coming back
 //! goes to them in arrival order with the exclusive queue (whichever front waiter came
@@ -19,7 +20,9 @@
 //! on it to the shared waiters next in turn. A place that a caller leaves on a slot that
 //! still takes callers passes straight to the oldest shared waiter when it is their turn
 //! (no exclusive waiter came before it), and any room left on the slot to the shared
-//! waiters after it. So neither kind of checkout starves the other.
+//! waiters after it; a return that serves an exclusive waiter gives the shared waiters
+//! behind it room on slots (`serve_shared_in_turn`). So neither kind of checkout starves
+//! the other.
 
 use std::any::Any;
 use std::fmt;
@@ -62,7 +65,7 @@ pub(crate) enum Given<C: Send + 'static> {
 
 /// A place on a slot picked for a shared waiter under the lock, with its lease: sent
 /// once the lock is released.
-type Offer<C> = (Waiter<Given<C>>, AnySlot, Option<u64>);
+pub(crate) type Offer<C> = (Waiter<Given<C>>, AnySlot, Option<u64>);
 
 /// A connection in shared use.
 pub(crate) struct Slot<C: Send + 'static> {
@@ -229,6 +232,48 @@ impl<M: ManageConnection> PoolShared<M> {
     }
 }
 
+impl<M: ManageConnection> PoolShared<M> {
+    /// Gives the shared waiters whose turn has come places on connections in shared use
+    /// with room, as `take` would place newcomers (`pick_slot`): after a return served
+    /// an exclusive waiter ahead of them. Out of line: returns call it only while shared
+    /// checkouts wait.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn serve_shared_in_turn(&self) {
+        let now = clock::now();
+        let mut offers = Vec::new();
+        {
+            let mut st = self.state.lock();
+            let policy = self.config.share_policy.unwrap_or_default();
+            while st.shared_waiters.live() > 0 && shared_turn(&mut st) {
+                let Some(place) = self.pick_slot(&st, now, policy) else {
+                    break;
+                };
+                let waiter = st.shared_waiters.pop().expect("a shared checkout waits");
+                let lease = self.open_lease(&mut st, now, waiter.location);
+                offers.push((waiter, place, lease));
+            }
+        }
+        self.send_places(offers);
+    }
+
+    /// Sends places picked under the lock (lock released); a waiter that left meanwhile
+    /// gives its place back.
+    pub(crate) fn send_places(&self, offers: Vec<Offer<M::Connection>>) {
+        for (waiter, place, lease) in offers {
+            if let Err(Ok(Given::Place(back, lease))) =
+                waiter.tx.send(Ok(Given::Place(place, lease)))
+            {
+                let leave = self
+                    .leave_place
+                    .get()
+                    .expect("set by share, before any place");
+                leave(self, back, lease);
+            }
+        }
+    }
+}
+
 /// Whether slots past their term may take callers (lock held): nothing else could serve
 /// them now (no idle connection, no room to open one), and no exclusive checkout waits
 /// for one of the connections to come back.
@@ -243,6 +288,8 @@ where
     /// Puts a connection just lent to a shared checkout into shared use, and hands the
     /// room left on it to the shared waiters whose turn it is.
     pub(crate) fn share(self: &Arc<Self>, conn: Conn<M::Connection>) -> Shared<M> {
+        self.leave_place
+            .get_or_init(|| |pool, slot, lease| pool.leave_slot(downcast(slot), lease));
         let now = clock::now();
         // Jittered down by up to half, so that slots opened together do not retire
         // together.
@@ -287,18 +334,6 @@ where
             let waiter = st.shared_waiters.pop().expect("a shared checkout waits");
             let lease = self.open_lease(st, now, waiter.location);
             offers.push((waiter, slot.clone() as AnySlot, lease));
-        }
-    }
-
-    /// Sends the places `offer_room` picked (lock released); a waiter that left
-    /// meanwhile gives its place back.
-    fn send_places(&self, offers: Vec<Offer<M::Connection>>) {
-        for (waiter, place, lease) in offers {
-            if let Err(Ok(Given::Place(back, lease))) =
-                waiter.tx.send(Ok(Given::Place(place, lease)))
-            {
-                self.leave_slot(downcast(back), lease);
-            }
         }
     }
 
