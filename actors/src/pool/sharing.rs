@@ -65,7 +65,7 @@ pub(crate) enum Given<C: Send + 'static> {
 
 /// A place on a slot picked for a shared waiter under the lock, with its lease: sent
 /// once the lock is released.
-pub(crate) type Offer<C> = (Waiter<Given<C>>, AnySlot, Option<u64>);
+type Offer<C> = (Waiter<Given<C>>, AnySlot, Option<u64>);
 
 /// A connection in shared use.
 pub(crate) struct Slot<C: Send + 'static> {
@@ -259,7 +259,7 @@ impl<M: ManageConnection> PoolShared<M> {
 
     /// Sends places picked under the lock (lock released); a waiter that left meanwhile
     /// gives its place back.
-    pub(crate) fn send_places(&self, offers: Vec<Offer<M::Connection>>) {
+    fn send_places(&self, offers: Vec<Offer<M::Connection>>) {
         for (waiter, place, lease) in offers {
             if let Err(Ok(Given::Place(back, lease))) =
                 waiter.tx.send(Ok(Given::Place(place, lease)))
