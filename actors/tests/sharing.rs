@@ -288,44 +288,57 @@ async fn shared_waiters_take_room_on_a_shared_connection_once_the_exclusive_one_
     sup.shutdown().await.unwrap();
 }
 
-/// Shared callers that reach the front because the exclusive one ahead of them left
-/// fill the room on a connection in shared use when a caller leaves it: the leaver's
-/// place and the room beside it, not one place at a time.
+/// The same when the exclusive waiter ahead gives up instead (its future dropped) or
+/// times out: the shared waiters behind it take the room at once; the one that finds no
+/// room gets the next place a caller leaves.
 #[tokio::test(start_paused = true)]
-async fn shared_waiters_fill_the_room_on_a_shared_connection_when_a_caller_leaves_it() {
-    let cfg = PoolConfig::default().max_size(2).max_shares(3);
-    let (sup, pool, _mock) = one_pool(cfg).await;
-    let held = pool.checkout().await.unwrap();
-    let a = pool.checkout_shared().await.unwrap();
-    let b = pool.checkout_shared().await.unwrap();
-    let id = a.id();
-    let (e, _e_release, _e_got) = waiter(&pool, false);
-    settle().await;
-    let (s1, s1_release, mut s1_got) = waiter(&pool, true);
-    settle().await;
-    let (s2, s2_release, mut s2_got) = waiter(&pool, true);
-    settle().await;
-    assert_eq!(pool.snapshot().waiters, 3, "the shared ones queue behind e");
+async fn shared_waiters_take_room_at_once_when_the_exclusive_one_ahead_leaves_or_times_out() {
+    for times_out in [false, true] {
+        // Short enough that the connection in shared use is still within its term
+        // (`SLOT_TERM`, at least half of it) when the shared waiters are served.
+        let timeout = Duration::from_millis(100);
+        let cfg = PoolConfig::default()
+            .max_size(2)
+            .max_shares(3)
+            .checkout_timeout(timeout);
+        let (sup, pool, _mock) = one_pool(cfg).await;
+        let held = pool.checkout().await.unwrap();
+        let a = pool.checkout_shared().await.unwrap();
+        let b = pool.checkout_shared().await.unwrap();
+        let id = a.id();
+        let (e, _e_release, _e_got) = waiter(&pool, false);
+        settle().await;
+        tokio::time::advance(timeout / 2).await;
+        let (s1, s1_release, mut s1_got) = waiter(&pool, true);
+        settle().await;
+        let (s2, s2_release, mut s2_got) = waiter(&pool, true);
+        settle().await;
+        assert_eq!(pool.snapshot().waiters, 3, "the shared ones queue behind e");
 
-    e.abort(); // the exclusive waiter gives up
-    assert!(e.await.unwrap_err().is_cancelled());
-    drop(a);
-    settle().await;
-    assert_eq!(s1_got.try_recv().ok(), Some(id), "a's place");
-    assert_eq!(
-        s2_got.try_recv().ok(),
-        Some(id),
-        "the room left beside b and s1"
-    );
-    assert_eq!(pool.snapshot().waiters, 0);
+        if times_out {
+            tokio::time::advance(timeout / 2).await;
+            assert!(e.await.unwrap_err().is_panic(), "e's checkout timed out");
+        } else {
+            e.abort();
+            assert!(e.await.unwrap_err().is_cancelled());
+        }
+        settle().await;
+        assert_eq!(s1_got.try_recv().ok(), Some(id), "the room beside a and b");
+        assert!(s2_got.try_recv().is_err(), "no room left");
+        drop(a);
+        settle().await;
+        assert_eq!(s2_got.try_recv().ok(), Some(id), "a's place");
+        assert_eq!(pool.snapshot().waiters, 0);
 
-    for (task, release) in [(s1, s1_release), (s2, s2_release)] {
-        drop(release);
-        task.await.unwrap();
+        for (task, release) in [(s1, s1_release), (s2, s2_release)] {
+            drop(release);
+            task.await.unwrap();
+        }
+        drop((b, held));
+        let timeouts = pool.snapshot().checkouts.timeout;
+        assert_eq!(timeouts, u64::from(times_out));
+        sup.shutdown().await.unwrap();
     }
-    drop((b, held));
-    assert_eq!(pool.snapshot().checkouts.timeout, 0);
-    sup.shutdown().await.unwrap();
 }
 
 /// Exclusive callers that keep the queue full do not starve a shared checkout: it

@@ -244,6 +244,12 @@ impl<M: ManageConnection> PoolShared<M> {
         let (exclusive, next) = st.waiters.expire(now, timeout, err);
         let (shared, next_shared) = st.shared_waiters.expire(now, timeout, err);
         st.stats.timeouts += exclusive + shared;
+        // Shared waiters behind exclusive ones that timed out may take room now.
+        let serve_shared = exclusive > 0 && st.shared_waiters.live() > 0;
+        drop(guard);
+        if serve_shared {
+            self.serve_shared_in_turn();
+        }
         next.into_iter().chain(next_shared).min()
     }
 

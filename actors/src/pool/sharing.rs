@@ -20,9 +20,9 @@
 //! on it to the shared waiters next in turn. A place that a caller leaves on a slot that
 //! still takes callers passes straight to the oldest shared waiter when it is their turn
 //! (no exclusive waiter came before it), and any room left on the slot to the shared
-//! waiters after it; a return that serves an exclusive waiter gives the shared waiters
-//! behind it room on slots (`serve_shared_in_turn`). So neither kind of checkout starves
-//! the other.
+//! waiters after it; an exclusive waiter leaving the front (served, timed out or gone)
+//! gives the shared waiters behind it room on slots (`serve_shared_in_turn`). So neither
+//! kind of checkout starves the other.
 
 use std::any::Any;
 use std::fmt;
@@ -234,9 +234,9 @@ impl<M: ManageConnection> PoolShared<M> {
 
 impl<M: ManageConnection> PoolShared<M> {
     /// Gives the shared waiters whose turn has come places on connections in shared use
-    /// with room, as `take` would place newcomers (`pick_slot`): after a return served
-    /// an exclusive waiter ahead of them. Out of line: returns call it only while shared
-    /// checkouts wait.
+    /// with room, as `take` would place newcomers (`pick_slot`): after an exclusive
+    /// waiter ahead of them was served, timed out or left. Out of line: called only
+    /// while shared checkouts wait.
     #[cold]
     #[inline(never)]
     pub(crate) fn serve_shared_in_turn(&self) {

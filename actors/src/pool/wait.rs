@@ -5,7 +5,8 @@
 //! lock, then takes whatever was delivered meanwhile and gives it back; if nothing was,
 //! it is counted out of its queue. If it was picked but the send had not reached it yet,
 //! the send fails and the sender gives the delivery back instead (see
-//! `PoolShared::complete`), so nothing is lost either way.
+//! `PoolShared::complete`), so nothing is lost either way. Shared waiters behind one
+//! that left may take room on connections in shared use at once (`serve_shared_in_turn`).
 
 use std::sync::Arc;
 
@@ -68,19 +69,23 @@ impl<'a, M: ManageConnection, T: Send + 'static> Wait<'a, M, T> {
 impl<M: ManageConnection, T: Send + 'static> Drop for Wait<'_, M, T> {
     fn drop(&mut self) {
         let Some(mut rx) = self.rx.take() else { return };
-        let delivered = {
+        let (delivered, serve_shared) = {
             let mut st = self.shared.state.lock();
             rx.close();
             match rx.try_recv() {
-                Ok(delivery) => Some(delivery),
+                Ok(delivery) => (Some(delivery), false),
                 Err(_) => {
                     (self.queue)(&mut st).cancelled(self.seq);
-                    None
+                    (None, st.shared_waiters.live() > 0)
                 }
             }
         };
         if let Some(Ok(given)) = delivered {
             (self.give_back)(self.shared, given);
+        }
+        if serve_shared {
+            // Shared waiters behind this one may take room now.
+            self.shared.serve_shared_in_turn();
         }
     }
 }
