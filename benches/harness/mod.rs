@@ -500,11 +500,9 @@ impl std::fmt::Display for Ratio {
 impl Grid {
     /// The median outcome of contender `k` on case `c` (`Outcome::none()` if not run).
     pub fn median(&self, c: usize, k: usize) -> Outcome {
-        let runs = &self.passes[c][k];
-        if runs.is_empty() {
-            Outcome::none()
-        } else {
-            median(runs.clone())
+        match self.passes[c].get(k) {
+            Some(runs) if !runs.is_empty() => median(runs.clone()),
+            _ => Outcome::none(),
         }
     }
 
@@ -514,7 +512,7 @@ impl Grid {
     }
 
     /// `value` of contender `a` over that of `b` on case `c`, pass by pass; `None` unless
-    /// both ran and every pass has the value.
+    /// both are contenders of this bench, both ran and every pass has the value.
     fn paired(
         &self,
         c: usize,
@@ -522,7 +520,9 @@ impl Grid {
         b: usize,
         value: impl Fn(&Outcome) -> Option<f64>,
     ) -> Option<Ratio> {
-        let (a, b) = (&self.passes[c][a], &self.passes[c][b]);
+        let (Some(a), Some(b)) = (self.passes[c].get(a), self.passes[c].get(b)) else {
+            return None;
+        };
         if a.is_empty() || a.len() != b.len() {
             return None;
         }
