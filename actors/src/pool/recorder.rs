@@ -4,7 +4,7 @@
 //! Under load two workers check out from one pool at once. Recorded under the pool lock,
 //! these counters were written by both cores in turn and their cache lines moved between
 //! the cores on every checkout and every return, on top of the lock's own line (about a
-//! sixth of a contended checkout's cost: BENCHMARKS.md). Each thread records into a shard
+//! sixth of a contended checkout's cost: benches/HISTORY.md). Each thread records into a shard
 //! of its own instead, with plain stores (an atomic add, like a lock, costs several
 //! times more even uncontended), and a snapshot sums the shards. A thread takes a shard
 //! at its first record and gives it back when it exits; threads beyond `SHARDS - 1`

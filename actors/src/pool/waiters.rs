@@ -17,7 +17,7 @@
 //! `checkout_timeout` and the queue is FIFO, so the oldest waiter always has the earliest
 //! deadline. One sweeper task per pool (`PoolShared::sweep`) sleeps until that deadline
 //! and fails the expired waiters at the front. (A tokio timer per waiter cost more than
-//! the whole rest of a contended checkout: see BENCHMARKS.md.)
+//! the whole rest of a contended checkout: see benches/HISTORY.md.)
 
 use std::collections::VecDeque;
 use std::panic::Location;
