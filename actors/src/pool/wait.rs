@@ -63,7 +63,7 @@ impl<'a, M: ManageConnection, T: Send + 'static> Wait<'a, M, T> {
     ) {
         let front = Front {
             seq,
-            since: Some(since),
+            since,
             location,
         };
         // SAFETY: the node is pinned and `self` borrows it, so `self` is dropped before

@@ -22,6 +22,7 @@
 //! the whole rest of a contended checkout: see benches/HISTORY.md.)
 
 use std::cell::UnsafeCell;
+use std::collections::VecDeque;
 use std::marker::PhantomPinned;
 use std::panic::Location;
 use std::pin::Pin;
@@ -41,28 +42,22 @@ pub(crate) type Delivery<T> = Result<T, CheckoutError>;
 const OUT: u8 = 0;
 /// In a queue.
 const LINKED: u8 = 1;
-/// Served: unlinked, its delivery written. The pool no longer touches it.
+/// Served: out of the queue, its delivery written. The pool no longer touches it.
 const DELIVERED: u8 = 2;
 /// Its delivery taken by the waiter.
 const TAKEN: u8 = 3;
 
-/// A waiter's entry in a queue, kept in the waiter's checkout future.
+/// A waiter's side of its place in a queue, kept in the waiter's checkout future.
 ///
-/// Everything but `state` is read and written only under the pool lock, except
-/// `delivery` once `state` is `DELIVERED`: the server's last touch of the node is the
-/// release store of that state, and from then on only the waiter uses it.
+/// `pos` is read and written only under the pool lock; `delivery` is written under it,
+/// and read by the waiter once `state` is `DELIVERED`: the server's last touch of the
+/// node is the release store of that state, and from then on only the waiter uses it.
 pub(crate) struct Node<T> {
     state: AtomicU8,
-    entry: UnsafeCell<Entry<T>>,
+    /// Its place in the queue, counted over every entry the queue ever held.
+    pos: UnsafeCell<u64>,
     delivery: UnsafeCell<Option<Delivery<T>>>,
     _pinned: PhantomPinned,
-}
-
-struct Entry<T> {
-    prev: Option<NonNull<Node<T>>>,
-    next: Option<NonNull<Node<T>>>,
-    waker: Option<Waker>,
-    front: Front,
 }
 
 /// What the pool reads of a waiter while it queues.
@@ -71,40 +66,38 @@ pub(crate) struct Front {
     /// Its place in arrival order, over every queue of the pool.
     pub(crate) seq: u64,
     /// When it joined.
-    pub(crate) since: Option<Instant>,
+    pub(crate) since: Instant,
     /// Where it checks out from, for leak reports.
     pub(crate) location: &'static Location<'static>,
 }
 
+/// The queue's side of a place: what serving needs, kept in the queue's own buffer so
+/// that the lock holder reads a waiter's node only to deliver to it.
+struct Entry<T> {
+    node: NonNull<Node<T>>,
+    front: Front,
+    waker: Waker,
+}
+
 // SAFETY: a node is shared between its waiter and the pool lock's holders by the
-// protocol above; what it holds (`T`, a waker) is `Send`.
+// protocol above; what it holds (`T`) is `Send`.
 unsafe impl<T: Send> Send for Node<T> {}
 // SAFETY: as for `Send`: every access but `state`'s atomics is under the pool lock or
 // belongs to the waiter alone.
 unsafe impl<T: Send> Sync for Node<T> {}
 
 impl<T> Node<T> {
-    #[track_caller]
     pub(crate) fn new() -> Self {
         Node {
             state: AtomicU8::new(OUT),
-            entry: UnsafeCell::new(Entry {
-                prev: None,
-                next: None,
-                waker: None,
-                front: Front {
-                    seq: 0,
-                    since: None,
-                    location: Location::caller(),
-                },
-            }),
+            pos: UnsafeCell::new(0),
             delivery: UnsafeCell::new(None),
             _pinned: PhantomPinned,
         }
     }
 
     /// Whether it was ever queued and has not yet left or taken its delivery (no lock
-    /// needed: only the waiter links it, and only the waiter moves it out of
+    /// needed: only the waiter queues it, and only the waiter moves it out of
     /// `DELIVERED`).
     pub(crate) fn in_play(&self) -> bool {
         matches!(self.state.load(Ordering::Acquire), LINKED | DELIVERED)
@@ -123,14 +116,16 @@ impl<T> Node<T> {
     }
 }
 
-/// One queue, oldest first.
+/// One queue, oldest first: a ring buffer of entries, `None` where a caller left.
 ///
 /// `repr(C)`: `live`, which every checkout reads, first (see `State`).
 #[repr(C)]
 pub(crate) struct Waiters<T> {
     live: usize,
-    head: Option<NonNull<Node<T>>>,
-    tail: Option<NonNull<Node<T>>>,
+    /// Never starts with `None`.
+    queue: VecDeque<Option<Entry<T>>>,
+    /// The place (`Node::pos`) of `queue[0]`.
+    base: u64,
 }
 
 // SAFETY: the nodes it points to are `Send + Sync` for `T: Send`, and it is only used
@@ -141,8 +136,8 @@ impl<T> Default for Waiters<T> {
     fn default() -> Self {
         Waiters {
             live: 0,
-            head: None,
-            tail: None,
+            queue: VecDeque::new(),
+            base: 0,
         }
     }
 }
@@ -153,8 +148,9 @@ impl<T> Waiters<T> {
         self.live
     }
 
-    /// Queues `node` at place `seq` (in arrival order over every queue of the pool:
-    /// larger than any place queued before), to be woken through `waker`.
+    /// Queues `node` (its caller joining at `front.seq` in arrival order over every
+    /// queue of the pool: larger than any place queued before), to be woken through
+    /// `waker`.
     ///
     /// # Safety
     ///
@@ -163,66 +159,66 @@ impl<T> Waiters<T> {
     pub(crate) unsafe fn push(&mut self, node: Pin<&Node<T>>, front: Front, waker: Waker) {
         debug_assert_eq!(node.state.load(Ordering::Relaxed), OUT);
         debug_assert!(self.front().is_none_or(|f| f.seq < front.seq));
-        let ptr = NonNull::from(node.get_ref());
-        // SAFETY: not linked, so nobody else reads the entry; we hold the lock.
-        unsafe {
-            *node.entry.get() = Entry {
-                prev: self.tail,
-                next: None,
-                waker: Some(waker),
-                front,
-            };
-            match self.tail {
-                Some(tail) => (*tail.as_ref().entry.get()).next = Some(ptr),
-                None => self.head = Some(ptr),
-            }
-        }
-        self.tail = Some(ptr);
+        // SAFETY: not queued, so nobody else reads `pos`; we hold the lock.
+        unsafe { *node.pos.get() = self.base + self.queue.len() as u64 };
+        self.queue.push_back(Some(Entry {
+            node: NonNull::from(node.get_ref()),
+            front,
+            waker,
+        }));
         self.live += 1;
         node.state.store(LINKED, Ordering::Relaxed);
     }
 
     /// The oldest caller waiting.
     pub(crate) fn front(&self) -> Option<Front> {
-        // SAFETY: a linked node is alive (see `push`); we hold the lock.
-        self.head
-            .map(|head| unsafe { (*head.as_ref().entry.get()).front })
+        self.queue
+            .front()
+            .map(|e| e.as_ref().expect("the front is live").front)
     }
 
     pub(crate) fn oldest(&self) -> Option<Instant> {
-        self.front().and_then(|f| f.since)
+        self.front().map(|f| f.since)
     }
 
-    /// Serves the oldest caller with `delivery`: unlinks it and writes the delivery into
-    /// it. Returns the waker to wake once the lock is released, or gives the delivery
-    /// back if nobody waits.
+    /// Serves the oldest caller with `delivery`: takes it out of the queue and writes the
+    /// delivery into its node. Returns the waker to wake once the lock is released, or
+    /// gives the delivery back if nobody waits.
     pub(crate) fn serve(&mut self, delivery: Delivery<T>) -> Result<Waker, Delivery<T>> {
-        let Some(head) = self.head else {
+        let Some(entry) = self.queue.pop_front() else {
             return Err(delivery);
         };
-        // SAFETY: a linked node is alive (see `push`); we hold the lock. The release
+        let Entry { node, waker, .. } = entry.expect("the front is live");
+        self.base += 1;
+        self.live -= 1;
+        self.skip_left();
+        // SAFETY: a queued node is alive (see `push`); we hold the lock. The release
         // store is the last touch: after it the waiter may take the delivery and free the
         // node.
         unsafe {
-            let node = head.as_ref();
-            let waker = self.unlink(node);
+            let node = node.as_ref();
             *node.delivery.get() = Some(delivery);
             node.state.store(DELIVERED, Ordering::Release);
-            Ok(waker.expect("a queued waiter has a waker"))
         }
+        Ok(waker)
     }
 
-    /// The caller of `node` leaves (lock held): if it is still queued it is unlinked and
-    /// counted out (returns `None`); if it was served meanwhile, its delivery is returned
-    /// for it to give back.
+    /// The caller of `node` leaves (lock held): if it is still queued it is taken out
+    /// and counted out (returns `None`); if it was served meanwhile, its delivery is
+    /// returned for it to give back.
     pub(crate) fn leave(&mut self, node: Pin<&Node<T>>) -> Option<Delivery<T>> {
-        if node.state.load(Ordering::Acquire) == LINKED {
-            // SAFETY: linked in this queue (the caller's contract), so alive; lock held.
-            drop(unsafe { self.unlink(node.get_ref()) });
-            node.state.store(OUT, Ordering::Relaxed);
-            return None;
+        if node.state.load(Ordering::Acquire) != LINKED {
+            return node.try_take();
         }
-        node.try_take()
+        let at = self.index(&node);
+        self.queue[at] = None;
+        self.live -= 1;
+        node.state.store(OUT, Ordering::Relaxed);
+        self.skip_left();
+        if self.queue.len() > 2 * self.live + 64 {
+            self.compact();
+        }
+        None
     }
 
     /// Replaces the waker of `node` if it is still queued and `waker` would not wake the
@@ -231,35 +227,44 @@ impl<T> Waiters<T> {
         if node.state.load(Ordering::Acquire) != LINKED {
             return false;
         }
-        // SAFETY: linked, so the entry is ours under the lock.
-        let entry = unsafe { &mut *node.entry.get() };
-        if !entry.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
-            entry.waker = Some(waker.clone());
+        let at = self.index(&node);
+        let entry = self.queue[at]
+            .as_mut()
+            .expect("a queued node has its entry");
+        if !entry.waker.will_wake(waker) {
+            entry.waker = waker.clone();
         }
         true
     }
 
-    /// Unlinks `node` and returns its waker.
-    ///
-    /// # Safety
-    ///
-    /// `node` is linked in this queue; the lock is held.
-    unsafe fn unlink(&mut self, node: &Node<T>) -> Option<Waker> {
-        // SAFETY: the caller's contract; its neighbours are linked too, hence alive.
-        unsafe {
-            let entry = &mut *node.entry.get();
-            match entry.prev {
-                Some(prev) => (*prev.as_ref().entry.get()).next = entry.next,
-                None => self.head = entry.next,
-            }
-            match entry.next {
-                Some(next) => (*next.as_ref().entry.get()).prev = entry.prev,
-                None => self.tail = entry.prev,
-            }
-            entry.prev = None;
-            entry.next = None;
-            self.live -= 1;
-            entry.waker.take()
+    /// Where the queued `node` is in `queue` (lock held).
+    fn index(&self, node: &Node<T>) -> usize {
+        // SAFETY: `pos` is only used under the lock, which we hold.
+        let pos = unsafe { *node.pos.get() };
+        let at = (pos - self.base) as usize;
+        debug_assert!(self.queue[at]
+            .as_ref()
+            .is_some_and(|e| std::ptr::eq(e.node.as_ptr(), node)));
+        at
+    }
+
+    /// Drops the places at the front whose callers left.
+    fn skip_left(&mut self) {
+        while matches!(self.queue.front(), Some(None)) {
+            self.queue.pop_front();
+            self.base += 1;
+        }
+    }
+
+    /// Drops the places of callers that left, once they outnumber the live ones, and
+    /// tells every live node its new place. Amortized O(1) per leave.
+    #[cold]
+    fn compact(&mut self) {
+        self.queue.retain(Option::is_some);
+        for (i, entry) in self.queue.iter().enumerate() {
+            let node = entry.as_ref().expect("retained").node;
+            // SAFETY: a queued node is alive; `pos` is only used under the lock.
+            unsafe { *node.as_ref().pos.get() = self.base + i as u64 };
         }
     }
 
@@ -315,7 +320,7 @@ mod tests {
     fn front(seq: u64) -> Front {
         Front {
             seq,
-            since: Some(crate::clock::now()),
+            since: crate::clock::now(),
             location: Location::caller(),
         }
     }
@@ -363,7 +368,7 @@ mod tests {
         assert_eq!(queue.leave(a.as_ref()).map(|d| d.ok()), Some(Some(7)));
         assert_eq!((queue.live(), queue.front().map(|f| f.seq)), (1, Some(2)));
         assert!(queue.leave(b.as_ref()).is_none());
-        assert!(queue.front().is_none() && queue.tail.is_none());
+        assert!(queue.front().is_none() && queue.queue.is_empty());
     }
 
     #[test]
@@ -374,7 +379,7 @@ mod tests {
         let start = crate::clock::now();
         let at = |seq, since| Front {
             seq,
-            since: Some(since),
+            since,
             location: Location::caller(),
         };
         // SAFETY: both outlive the queue's use of them.
