@@ -184,10 +184,9 @@ async fn dropping_checkouts_at_random_points_accounts_for_every_connection() {
 }
 
 /// Two workers; callers that give up at random points, many of them while a connection
-/// is on its way to them (a returning task serves the waiter under the pool lock and
-/// wakes it after releasing it, so a waiter can leave in between, or be polled again
-/// by its `select!` before it is served). Every connection comes back, the queue
-/// empties, and the pool counted exactly the checkouts callers got.
+/// is on its way to them (a returning task picks the waiter under the pool lock and
+/// sends after releasing it, so a waiter can leave in between). Every connection comes
+/// back, the queue empties, and the pool counted exactly the checkouts callers got.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callers_leaving_while_served_on_another_thread_lose_nothing() {
     use std::sync::atomic::{AtomicU64, Ordering};

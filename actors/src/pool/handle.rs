@@ -1,21 +1,18 @@
 //! The handle callers check out through.
 
 use std::fmt;
-use std::future::{poll_fn, Future};
+use std::future::Future;
 use std::panic::Location;
-use std::pin::pin;
 use std::sync::Arc;
-use std::task::Poll;
 
 use bb8::ManageConnection;
 
 use super::pooled::Pooled;
-use super::shared::{Join, PoolShared, Take};
+use super::shared::{PoolShared, Take};
 use super::sharing::Shared;
 use super::stats::PoolSnapshot;
 use super::status::PoolStatus;
 use super::wait::Wait;
-use super::waiters::Node;
 use crate::error::CheckoutError;
 
 /// A cheap, cloneable handle to one pool. It holds the pool's shared state, never an
@@ -126,20 +123,12 @@ impl<M: ManageConnection> PoolHandle<M> {
     {
         let location = Location::caller();
         async move {
-            let node = pin!(Node::new());
-            let mut wait = self.shared.shared_wait(node.as_ref());
-            let taken = poll_fn(|cx| {
-                Poll::Ready(
-                    self.shared
-                        .take(location, Join::Shared(&mut wait), cx.waker()),
-                )
-            })
-            .await;
-            match taken {
+            match self.shared.take(location, true) {
                 Take::Ready(conn) => Ok(self.shared.share(conn)),
                 Take::Share(slot, lease) => Ok(Shared::join(slot, self.shared.clone(), lease)),
                 Take::Fail(err) => Err(err),
-                Take::Wait(since) => self.shared.wait_shared(&mut wait, since).await,
+                Take::WaitShared(queued) => self.shared.wait_shared(queued).await,
+                Take::Wait(_) => unreachable!("shared checkouts wait in the shared queue"),
             }
         }
     }
@@ -148,27 +137,20 @@ impl<M: ManageConnection> PoolHandle<M> {
         &self,
         location: &'static Location<'static>,
     ) -> Result<Pooled<M>, CheckoutError> {
-        // The node stays pinned here while `wait` may have it queued; `wait` goes first.
-        let node = pin!(Node::new());
-        let mut wait = Wait::new(
+        let queued = match self.shared.take(location, false) {
+            Take::Ready(conn) => return Ok(Pooled::new(conn, &self.shared)),
+            Take::Share(..) | Take::WaitShared(_) => {
+                unreachable!("only shared checkouts are given a share")
+            }
+            Take::Fail(err) => return Err(err),
+            Take::Wait(queued) => queued,
+        };
+        let (wait, since) = Wait::new(
             &self.shared,
-            node.as_ref(),
+            queued,
             |st| &mut st.waiters,
             |shared, conn| shared.put_back_unused(conn),
         );
-        let taken = poll_fn(|cx| {
-            Poll::Ready(
-                self.shared
-                    .take(location, Join::Exclusive(&mut wait), cx.waker()),
-            )
-        })
-        .await;
-        let since = match taken {
-            Take::Ready(conn) => return Ok(Pooled::new(conn, &self.shared)),
-            Take::Share(..) => unreachable!("only shared checkouts are given a share"),
-            Take::Fail(err) => return Err(err),
-            Take::Wait(since) => since,
-        };
         let conn = wait.delivered().await?;
         // Recorded here, not by whoever handed it over: a caller that left before the
         // connection reached it did not check out.

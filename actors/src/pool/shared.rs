@@ -6,16 +6,15 @@
 
 use std::collections::HashMap;
 use std::panic::Location;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
-use std::task::Waker;
 use std::time::Duration;
 
 use bb8::ManageConnection;
 use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 use ractor::ActorRef;
-use tokio::sync::Notify;
+use tokio::sync::{oneshot, Notify};
 use tracing::Instrument;
 
 use super::actor::PoolMsg;
@@ -24,8 +23,7 @@ use super::recorder::Recorder;
 use super::sharing::{AnySlot, Given};
 use super::stats::{CheckoutCounts, CloseReason, PoolSnapshot, Stats, LATENCY_BUCKETS};
 use super::status::{Admin, Health, PoolStatus};
-use super::wait::Wait;
-use super::waiters::Waiters;
+use super::waiters::{Delivery, Waiter, Waiters};
 use crate::budget::{Budget, BudgetListener, Permit};
 use crate::clock::{self, Instant};
 use crate::config::{PoolConfig, SharePolicy, Validation};
@@ -89,15 +87,20 @@ pub(crate) enum Take<C: Send + 'static> {
     /// A place on a connection in shared use (shared checkouts only), with its lease id
     /// when leak detection is on.
     Share(AnySlot, Option<u64>),
-    /// A place in the caller's queue (through its `Wait`), joined at the instant given.
-    Wait(Instant),
+    /// A place in the exclusive queue.
+    Wait(Queued<Conn<C>>),
+    /// A place in the shared queue (shared checkouts only).
+    WaitShared(Queued<Given<C>>),
     Fail(CheckoutError),
 }
 
-/// The caller's wait, which `take` queues if it must.
-pub(crate) enum Join<'w, 'a, M: ManageConnection> {
-    Exclusive(&'w mut Wait<'a, M, Conn<M::Connection>>),
-    Shared(&'w mut Wait<'a, M, Given<M::Connection>>),
+/// A caller's place in a queue.
+pub(crate) struct Queued<T: Send + 'static> {
+    pub(crate) rx: oneshot::Receiver<Delivery<T>>,
+    /// Its place in arrival order (for the cancel protocol, `wait`).
+    pub(crate) seq: u64,
+    /// When it joined.
+    pub(crate) since: Instant,
 }
 
 /// Where `hand_over` sent a connection; `complete` finishes it outside the lock.
@@ -105,12 +108,12 @@ pub(crate) enum Join<'w, 'a, M: ManageConnection> {
 pub(crate) enum Handed<C: Send + 'static> {
     /// Into the idle set.
     Kept,
-    /// To the oldest waiter, already counted as lent to it and written into its node:
-    /// still to be woken, so that the wake is not paid under the lock. (The waiter
-    /// records its checkout when it takes the connection.)
-    Deliver(Waker),
+    /// To the oldest waiter, already counted as lent to it: still to be sent, so that
+    /// the wake is not paid under the lock. (The waiter records its checkout when it
+    /// gets the connection.)
+    Deliver(Waiter<Conn<C>>, Conn<C>),
     /// As `Deliver`, to a shared checkout, which puts it into shared use.
-    DeliverShared(Waker),
+    DeliverShared(Waiter<Given<C>>, Conn<C>),
     /// Off the count (the pool no longer lends, or it shrank): to be dropped.
     Close(Conn<C>),
 }
@@ -143,6 +146,10 @@ pub(crate) struct PoolShared<M: ManageConnection> {
     sweeper: Arc<Notify>,
     /// Checkouts, wait and hold times, recorded outside the lock.
     pub(crate) recorder: Recorder,
+    /// Whether the last exclusive checkout had to queue: a guess, read without the lock,
+    /// that the next one will too, so that it makes its channel before taking the lock.
+    /// Written only when the guess turns out wrong.
+    queueing: AtomicBool,
     next_id: AtomicU64,
     /// How a place on a connection in shared use is left (`leave_slot`), for code that
     /// does not require `Sync` connections: set by the first `share`, before any place
@@ -211,6 +218,7 @@ impl<M: ManageConnection> PoolShared<M> {
             settled: Notify::new(),
             sweeper: Arc::new(Notify::new()),
             recorder: Recorder::default(),
+            queueing: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
             leave_place: OnceLock::new(),
             this: this.clone(),
@@ -347,25 +355,23 @@ impl<M: ManageConnection> PoolShared<M> {
     /// The fast path of a checkout: an idle connection if one is ready and nobody waits
     /// before us; else a place in the queue; else an error.
     ///
-    /// A shared checkout (`Join::Shared`) that finds no idle connection takes a place on
-    /// a connection in shared use with room, if there is one and nobody waits; with
+    /// A shared checkout (`share`) that finds no idle connection takes a place on a
+    /// connection in shared use with room, if there is one and nobody waits; with
     /// `SharePolicy::Pack` it tries such a place before the idle connections. Else it
     /// joins the shared queue.
-    ///
-    /// A caller that queues is woken through `waker`, the waker of the poll that calls
-    /// this, once it is served.
     pub(crate) fn take(
         self: &Arc<Self>,
         location: &'static Location<'static>,
-        join: Join<'_, '_, M>,
-        waker: &Waker,
+        share: bool,
     ) -> Take<M::Connection> {
-        let share = matches!(join, Join::Shared(_));
         let now = clock::now();
         let mut stale = Vec::new();
         let mut nudge = false;
         let mut exhausted_event = None;
         let mut wake_sweeper = false;
+        // Allocating under the lock would lengthen every queued checkout's hold on it.
+        let queueing = !share && self.queueing.load(Ordering::Relaxed);
+        let channel = queueing.then(oneshot::channel);
         let mut st = self.state.lock();
         if let Some(err) = self.refusal(st.admin) {
             st.stats.refused += 1;
@@ -439,20 +445,36 @@ impl<M: ManageConnection> PoolShared<M> {
                 wake_sweeper = nobody_waits;
                 st.arrivals += 1;
                 let seq = st.arrivals;
-                match join {
-                    Join::Exclusive(wait) => wait.join(&mut st, seq, now, location, waker),
-                    Join::Shared(wait) => wait.join(&mut st, seq, now, location, waker),
-                }
+                let outcome = if share {
+                    let (tx, rx) = oneshot::channel();
+                    st.shared_waiters.push(Waiter::new(tx, now, location), seq);
+                    Take::WaitShared(Queued {
+                        rx,
+                        seq,
+                        since: now,
+                    })
+                } else {
+                    let (tx, rx) = channel.unwrap_or_else(oneshot::channel);
+                    st.waiters.push(Waiter::new(tx, now, location), seq);
+                    Take::Wait(Queued {
+                        rx,
+                        seq,
+                        since: now,
+                    })
+                };
                 self.feed_validations(&mut st, now, &mut stale);
                 // The actor only needs to hear of it if it could open a connection.
                 if !st.nudged && st.open + st.connecting < st.max_size {
                     st.nudged = true;
                     nudge = true;
                 }
-                Take::Wait(now)
+                outcome
             }
         };
         drop(st);
+        if !share && queueing != matches!(outcome, Take::Wait(_)) {
+            self.queueing.store(!queueing, Ordering::Relaxed);
+        }
         if matches!(outcome, Take::Ready(_) | Take::Share(..)) {
             self.recorder.checkout(Duration::ZERO);
         }
@@ -533,37 +555,82 @@ impl<M: ManageConnection> PoolShared<M> {
         }
         // (`live` first: the common return finds nobody waiting.)
         if st.shared_waiters.live() > 0 && shared_turn(st) {
-            if let Some(front) = st.shared_waiters.front() {
-                self.lend(st, &mut conn, now, front.location);
-                let Ok(waker) = st.shared_waiters.serve(Ok(Given::Conn(conn))) else {
-                    unreachable!("a shared checkout waits")
-                };
-                return Handed::DeliverShared(waker);
+            if let Some(waiter) = st.shared_waiters.pop() {
+                self.lend(st, &mut conn, now, waiter.location);
+                return Handed::DeliverShared(waiter, conn);
             }
         }
-        if let Some(front) = st.waiters.front() {
-            self.lend(st, &mut conn, now, front.location);
-            let Ok(waker) = st.waiters.serve(Ok(conn)) else {
-                unreachable!("an exclusive checkout waits")
-            };
-            return Handed::Deliver(waker);
+        if st.waiters.live() > 0 {
+            if let Some(waiter) = st.waiters.pop() {
+                self.lend(st, &mut conn, now, waiter.location);
+                return Handed::Deliver(waiter, conn);
+            }
         }
         st.idle.push(conn);
         Handed::Kept
     }
 
-    /// Finishes a `hand_over` after the lock is released: wakes the waiter served, or
-    /// drops a connection taken off the count. (A served waiter already holds its
-    /// connection, so nothing here can fail or come back.)
-    pub(crate) fn complete(&self, handed: Handed<M::Connection>) {
-        match handed {
-            Handed::Kept => {}
-            Handed::Close(conn) => {
-                drop(conn);
-                self.after_close();
+    /// Finishes a `hand_over` after the lock is released.
+    ///
+    /// A waiter chosen under the lock may give up before the send reaches it: its cancel
+    /// (`Wait`'s drop) then finds nothing and leaves the count to us, and the send fails
+    /// and gives the connection back. Its lend is undone and the connection goes to the
+    /// next waiter, so it is never lost.
+    ///
+    /// Returns what it took to keep the pool alive (see `hold_pool`) if that undoing needed
+    /// it: the caller drops it once it no longer uses the pool.
+    ///
+    /// A connection on its way to a waiter is still counted in `lent`, so the pool
+    /// outlives a failed send.
+    #[must_use]
+    pub(crate) fn complete(&self, mut handed: Handed<M::Connection>) -> Option<KeepAlive> {
+        let mut held = None;
+        loop {
+            match handed {
+                Handed::Kept => return held,
+                Handed::Close(conn) => {
+                    drop(conn);
+                    self.after_close();
+                    return held;
+                }
+                Handed::Deliver(waiter, conn) => {
+                    let back = match waiter.tx.send(Ok(conn)) {
+                        Ok(()) => return held,
+                        Err(Ok(back)) => back,
+                        Err(Err(_)) => unreachable!("we sent Ok"),
+                    };
+                    handed = self.undo_delivery(back, &mut held);
+                }
+                Handed::DeliverShared(waiter, conn) => {
+                    let back = match waiter.tx.send(Ok(Given::Conn(conn))) {
+                        Ok(()) => return held,
+                        Err(Ok(Given::Conn(back))) => back,
+                        Err(_) => unreachable!("we sent a connection"),
+                    };
+                    handed = self.undo_delivery(back, &mut held);
+                }
             }
-            Handed::Deliver(waker) | Handed::DeliverShared(waker) => waker.wake(),
         }
+    }
+
+    /// A connection sent to a waiter that had left came back: its lend is undone and it
+    /// is handed over again.
+    fn undo_delivery(
+        &self,
+        back: Conn<M::Connection>,
+        held: &mut Option<KeepAlive>,
+    ) -> Handed<M::Connection> {
+        let now = clock::now();
+        let mut st = self.state.lock();
+        st.lent -= 1;
+        if let Some(leases) = st.leases.as_mut() {
+            leases.remove(&back.id);
+        }
+        let handed = self.hand_over(&mut st, back, now);
+        // Only a pass that ends the loop (idle or closed) can need a hold.
+        debug_assert!(held.is_none());
+        *held = hold_pool(&mut st, matches!(handed, Handed::Close(_)));
+        handed
     }
 
     /// A caller gives a connection back (from `Pooled`'s drop). `close` is set when the
@@ -629,14 +696,14 @@ impl<M: ManageConnection> PoolShared<M> {
         let closing = matches!(handed, Handed::Close(_));
         let held = hold_pool(&mut st, closing || !running);
         drop(st);
-        self.complete(handed);
+        let also_held = self.complete(handed);
         if serve_shared {
             self.serve_shared_in_turn();
         }
         if !closing && !running {
             self.settled.notify_waiters();
         }
-        held
+        held.or(also_held)
     }
 
     /// Closes a connection that is not counted as lent or idle (validation failure,
@@ -733,7 +800,7 @@ impl<M: ManageConnection> PoolShared<M> {
                     self.hand_over(&mut st, conn, now)
                 };
                 // `self` is an `Arc`: what `complete` holds is never the last reference.
-                self.complete(handed);
+                drop(self.complete(handed));
                 Ok(())
             }
             Ok(Err(e)) => Err(self.connect_failed(permit, redact(&format!("{e:?}")))),
@@ -787,7 +854,7 @@ impl<M: ManageConnection> PoolShared<M> {
                     Handed::Close(conn)
                 }
             };
-            shared.complete(handed);
+            drop(shared.complete(handed));
             if !next.is_empty() {
                 shared.dispose(next);
             }
@@ -802,7 +869,7 @@ impl<M: ManageConnection> PoolShared<M> {
     pub(crate) fn snapshot(&self) -> PoolSnapshot {
         let now = clock::now();
         let tally = self.recorder.total();
-        let st = self.state.lock();
+        let mut st = self.state.lock();
         PoolSnapshot {
             name: self.name.to_string(),
             backend: self.backend.to_string(),

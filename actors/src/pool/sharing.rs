@@ -27,19 +27,17 @@
 use std::any::Any;
 use std::fmt;
 use std::ops::Deref;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::Waker;
 use std::time::Duration;
 
 use bb8::ManageConnection;
 
 use super::conn::Conn;
-use super::shared::{shared_turn, PoolShared, State};
+use super::shared::{shared_turn, PoolShared, Queued, State};
 use super::stats::CloseReason;
 use super::wait::Wait;
-use super::waiters::Node;
+use super::waiters::Waiter;
 use crate::clock::{self, Instant};
 use crate::config::SharePolicy;
 use crate::error::CheckoutError;
@@ -64,6 +62,10 @@ pub(crate) enum Given<C: Send + 'static> {
     /// on.
     Place(AnySlot, Option<u64>),
 }
+
+/// A place on a slot picked for a shared waiter under the lock, with its lease: sent
+/// once the lock is released.
+type Offer<C> = (Waiter<Given<C>>, AnySlot, Option<u64>);
 
 /// A connection in shared use.
 pub(crate) struct Slot<C: Send + 'static> {
@@ -239,7 +241,7 @@ impl<M: ManageConnection> PoolShared<M> {
     #[inline(never)]
     pub(crate) fn serve_shared_in_turn(&self) {
         let now = clock::now();
-        let mut wakers = Vec::new();
+        let mut offers = Vec::new();
         {
             let mut st = self.state.lock();
             let policy = self.config.share_policy.unwrap_or_default();
@@ -247,27 +249,28 @@ impl<M: ManageConnection> PoolShared<M> {
                 let Some(place) = self.pick_slot(&st, now, policy) else {
                     break;
                 };
-                self.give_place(&mut st, place, now, &mut wakers);
+                let waiter = st.shared_waiters.pop().expect("a shared checkout waits");
+                let lease = self.open_lease(&mut st, now, waiter.location);
+                offers.push((waiter, place, lease));
             }
         }
-        wakers.into_iter().for_each(Waker::wake);
+        self.send_places(offers);
     }
 
-    /// Serves the oldest shared waiter with `place` and a lease of its own (lock held);
-    /// its waker goes to `wakers`, to be woken once the lock is released.
-    fn give_place(
-        &self,
-        st: &mut State<M::Connection>,
-        place: AnySlot,
-        now: Instant,
-        wakers: &mut Vec<Waker>,
-    ) {
-        let front = st.shared_waiters.front().expect("a shared checkout waits");
-        let lease = self.open_lease(st, now, front.location);
-        let Ok(waker) = st.shared_waiters.serve(Ok(Given::Place(place, lease))) else {
-            unreachable!("a shared checkout waits")
-        };
-        wakers.push(waker);
+    /// Sends places picked under the lock (lock released); a waiter that left meanwhile
+    /// gives its place back.
+    fn send_places(&self, offers: Vec<Offer<M::Connection>>) {
+        for (waiter, place, lease) in offers {
+            if let Err(Ok(Given::Place(back, lease))) =
+                waiter.tx.send(Ok(Given::Place(place, lease)))
+            {
+                let leave = self
+                    .leave_place
+                    .get()
+                    .expect("set by share, before any place");
+                leave(self, back, lease);
+            }
+        }
     }
 }
 
@@ -298,17 +301,17 @@ where
             retired: parking_lot::Mutex::new(None),
             closed_to_new: AtomicBool::new(false),
         });
-        let mut wakers = Vec::new();
+        let mut offers = Vec::new();
         let lease = {
             let mut st = self.state.lock();
             // Leases are per caller: the connection's own becomes this first caller's.
             let first = st.leases.as_mut().and_then(|l| l.remove(&slot.conn.id));
             st.slots.push(slot.clone() as AnySlot);
             let lease = first.and_then(|l| self.open_lease(&mut st, l.since, l.location));
-            self.offer_room(&mut st, &slot, 0, now, &mut wakers);
+            self.offer_room(&mut st, &slot, now, &mut offers);
             lease
         };
-        wakers.into_iter().for_each(Waker::wake);
+        self.send_places(offers);
         Shared {
             since: slot.conn.lent_at,
             slot: Some(slot),
@@ -318,19 +321,19 @@ where
     }
 
     /// Hands the room left on `slot` to the shared waiters whose turn it is, one new
-    /// place each (lock held; every clone of a slot happens under it). `held` counts the
-    /// caller's references to it that are not places.
+    /// place each, into `offers` (lock held; every clone of a slot happens under it).
     fn offer_room(
         &self,
         st: &mut State<M::Connection>,
         slot: &Arc<Slot<M::Connection>>,
-        held: usize,
         now: Instant,
-        wakers: &mut Vec<Waker>,
+        offers: &mut Vec<Offer<M::Connection>>,
     ) {
-        let limit = self.config.max_shares + 1 + held; // the pool's own reference
+        let limit = self.config.max_shares + 1; // the pool's own reference
         while st.shared_waiters.live() > 0 && Arc::strong_count(slot) < limit && shared_turn(st) {
-            self.give_place(st, slot.clone() as AnySlot, now, wakers);
+            let waiter = st.shared_waiters.pop().expect("a shared checkout waits");
+            let lease = self.open_lease(st, now, waiter.location);
+            offers.push((waiter, slot.clone() as AnySlot, lease));
         }
     }
 
@@ -339,76 +342,85 @@ where
     /// room left on the slot to the shared waiters next in turn (callers that queued
     /// behind an exclusive one find it there once that one is served); else the caller
     /// that leaves the slot with nobody on it gives the connection back.
-    pub(crate) fn leave_slot(&self, slot: Arc<Slot<M::Connection>>, lease: Option<u64>) {
-        let now = clock::now();
-        let ptr = Arc::as_ptr(&slot);
-        let mut wakers = Vec::new();
-        let last = {
-            let mut st = self.state.lock();
-            if let (Some(id), Some(leases)) = (lease, st.leases.as_mut()) {
-                leases.remove(&id);
+    pub(crate) fn leave_slot(&self, mut slot: Arc<Slot<M::Connection>>, mut lease: Option<u64>) {
+        loop {
+            let now = clock::now();
+            let ptr = Arc::as_ptr(&slot);
+            let mut room = Vec::new();
+            let (offer, last) = {
+                let mut st = self.state.lock();
+                if let (Some(id), Some(leases)) = (lease, st.leases.as_mut()) {
+                    leases.remove(&id);
+                }
+                if st.shared_waiters.live() > 0
+                    && slot.open_to_new(now, overtime(&st))
+                    && shared_turn(&mut st)
+                {
+                    let waiter = st.shared_waiters.pop().expect("a shared checkout waits");
+                    let lease = self.open_lease(&mut st, now, waiter.location);
+                    self.offer_room(&mut st, &slot, now, &mut room);
+                    (Some((waiter, lease, slot)), None)
+                } else {
+                    drop(slot);
+                    let at = st
+                        .slots
+                        .iter()
+                        .position(|s| std::ptr::addr_eq(Arc::as_ptr(s), ptr))
+                        .expect("a shared slot stays listed while a caller holds it");
+                    let last =
+                        (Arc::strong_count(&st.slots[at]) == 1).then(|| st.slots.swap_remove(at));
+                    (None, last)
+                }
+            };
+            self.send_places(room);
+            if let Some((waiter, new_lease, place)) = offer {
+                // The place moves to the waiter as it is: no count changes hands.
+                match waiter
+                    .tx
+                    .send(Ok(Given::Place(place as AnySlot, new_lease)))
+                {
+                    Ok(()) => return,
+                    // That waiter left meanwhile: the place is ours to leave again.
+                    Err(Ok(Given::Place(back, back_lease))) => {
+                        slot = downcast(back);
+                        lease = back_lease;
+                        continue;
+                    }
+                    Err(_) => unreachable!("we sent a place"),
+                }
             }
-            if st.shared_waiters.live() > 0
-                && slot.open_to_new(now, overtime(&st))
-                && shared_turn(&mut st)
-            {
-                // The place passes on: the waiter's reference replaces ours (dropped
-                // under the lock, after the room left is offered).
-                self.give_place(&mut st, slot.clone() as AnySlot, now, &mut wakers);
-                self.offer_room(&mut st, &slot, 1, now, &mut wakers);
-                drop(slot);
-                None
-            } else {
-                drop(slot);
-                let at = st
-                    .slots
-                    .iter()
-                    .position(|s| std::ptr::addr_eq(Arc::as_ptr(s), ptr))
-                    .expect("a shared slot stays listed while a caller holds it");
-                (Arc::strong_count(&st.slots[at]) == 1).then(|| st.slots.swap_remove(at))
-            }
-        };
-        wakers.into_iter().for_each(Waker::wake);
-        let Some(last) = last else { return };
-        let Ok(Slot {
-            mut conn, retired, ..
-        }) = Arc::try_unwrap(downcast::<M::Connection>(last))
-        else {
-            unreachable!("no caller is left on the slot and every clone happens under the lock")
-        };
-        let close = retired.into_inner().or_else(|| {
-            self.manager
-                .has_broken(conn.get_mut())
-                .then_some(CloseReason::Broken)
-        });
-        self.put_back_shared(conn, close);
+            let Some(last) = last else { return };
+            let Ok(Slot {
+                mut conn, retired, ..
+            }) = Arc::try_unwrap(downcast::<M::Connection>(last))
+            else {
+                unreachable!("no caller is left on the slot and every clone happens under the lock")
+            };
+            let close = retired.into_inner().or_else(|| {
+                self.manager
+                    .has_broken(conn.get_mut())
+                    .then_some(CloseReason::Broken)
+            });
+            self.put_back_shared(conn, close);
+            return;
+        }
     }
 
-    /// A shared checkout's wait, around its pinned node: what reaches it after it left
-    /// goes back to the pool, or leaves the slot.
-    pub(crate) fn shared_wait<'a>(
-        self: &'a Arc<Self>,
-        node: Pin<&'a Node<Given<M::Connection>>>,
-    ) -> Wait<'a, M, Given<M::Connection>> {
-        Wait::new(
+    /// Waits in the shared queue for a connection or a place on one. Bounded by the
+    /// pool's sweeper (`checkout_timeout`), as an exclusive wait.
+    pub(crate) async fn wait_shared(
+        self: &Arc<Self>,
+        queued: Queued<Given<M::Connection>>,
+    ) -> Result<Shared<M>, CheckoutError> {
+        let (wait, since) = Wait::new(
             self,
-            node,
+            queued,
             |st| &mut st.shared_waiters,
             |shared, given| match given {
                 Given::Conn(conn) => shared.put_back_unused(conn),
                 Given::Place(slot, lease) => shared.leave_slot(downcast(slot), lease),
             },
-        )
-    }
-
-    /// Waits in the shared queue for a connection or a place on one (`take` queued
-    /// `wait` at `since`). Bounded by the pool's sweeper (`checkout_timeout`), as an
-    /// exclusive wait.
-    pub(crate) async fn wait_shared(
-        self: &Arc<Self>,
-        wait: &mut Wait<'_, M, Given<M::Connection>>,
-        since: Instant,
-    ) -> Result<Shared<M>, CheckoutError> {
+        );
         let delivery = wait.delivered().await;
         // Recorded here: a caller that left before it was served did not check out.
         Ok(match delivery? {
