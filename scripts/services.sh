@@ -50,6 +50,39 @@ if ! psql "postgres://root@127.0.0.1:5432/test" -Atc 'select 1' >/dev/null 2>&1;
     || { log "cannot log in as root to database test"; exit 1; }
 fi
 
+# TLS with a certificate for `localhost`, and a role that may only log in over TLS with
+# SCRAM: for the channel-binding test (tests/postgres.rs). Test machines only.
+pg() { psql "postgres://root@127.0.0.1:5432/test" -Atqc "$1"; }
+cert=$(pg 'show ssl_cert_file')
+if [ "$(pg 'show ssl')" != on ] \
+  || ! as_root openssl x509 -in "$cert" -noout -checkhost localhost 2>/dev/null | grep -q 'does match'; then
+  need_pkg openssl openssl
+  dir=$(dirname "$(pg 'show hba_file')")
+  log "giving PostgreSQL a TLS certificate for localhost ($dir/poolvisor-localhost.crt)"
+  as_root openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj /CN=localhost \
+    -addext subjectAltName=DNS:localhost -keyout "$dir/poolvisor-localhost.key" \
+    -out "$dir/poolvisor-localhost.crt" 2>/dev/null
+  as_root chown postgres: "$dir/poolvisor-localhost.key" "$dir/poolvisor-localhost.crt"
+  as_root chmod 600 "$dir/poolvisor-localhost.key"
+  pg "alter system set ssl_cert_file = '$dir/poolvisor-localhost.crt'"
+  pg "alter system set ssl_key_file = '$dir/poolvisor-localhost.key'"
+  pg "alter system set ssl = on"
+  pg 'select pg_reload_conf()' >/dev/null
+fi
+scram_url="postgres://pv_scram:pv-scram-test@localhost:5432/test?sslmode=require"
+if ! psql "$scram_url" -Atc 'select 1' >/dev/null 2>&1; then
+  log "creating role pv_scram (SCRAM over TLS only)"
+  pg "DO \$\$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname='pv_scram') THEN CREATE ROLE pv_scram LOGIN; END IF; END \$\$"
+  pg "set password_encryption = 'scram-sha-256'; alter role pv_scram password 'pv-scram-test'"
+  hba=$(pg 'show hba_file')
+  if ! as_root grep -q '^hostssl all pv_scram' "$hba"; then
+    as_root sed -i '1i hostssl all pv_scram 127.0.0.1/32 scram-sha-256\nhostssl all pv_scram ::1/128 scram-sha-256\nhost all pv_scram all reject' "$hba"
+  fi
+  pg 'select pg_reload_conf()' >/dev/null
+  wait_for 10 psql "$scram_url" -Atc 'select 1' \
+    || { log "role pv_scram cannot log in over TLS"; exit 1; }
+fi
+
 # Redis
 if ! redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG; then
   need_pkg redis-server redis-server

@@ -395,3 +395,57 @@ async fn a_config_files_ca_file_is_trusted_for_sslmode_require() {
     sup.shutdown().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// SCRAM with channel binding (`SCRAM-SHA-256-PLUS`) against the server itself, over its
+/// own TLS: `channel_binding=require` refuses to log in without it, and the server checks
+/// the hash of its certificate that the client binds into the exchange
+/// (tls-server-end-point), so a login proves the hash right. `scripts/services.sh` gives
+/// the server a certificate for `localhost` and the role `pv_scram`, which may log in
+/// only over TLS with SCRAM.
+#[tokio::test]
+async fn channel_binding_require_logs_in_with_scram_plus_over_the_servers_tls() {
+    use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer};
+    use tokio_rustls::rustls::RootCertStore;
+    let admin = pg_admin().await;
+    let pem: String = admin
+        .query_one("select pg_read_file(current_setting('ssl_cert_file'))", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let (port, db) = (
+        pg_addr().port(),
+        pg_url().rsplit('/').next().unwrap().to_owned(),
+    );
+    let app = unique_name("pv_pg_scram_plus");
+    let url = format!(
+        "postgres://pv_scram:pv-scram-test@localhost:{port}/{db}\
+         ?sslmode=require&channel_binding=require&application_name={app}"
+    );
+    let manager = poolvisor::backends::Postgres::from_url(&url)
+        .unwrap()
+        .root_certificates(roots)
+        .unwrap();
+    let sup = Supervisor::builder()
+        .graceful_pool("db", "postgres", manager, PoolConfig::default().max_size(1))
+        .start()
+        .await
+        .unwrap();
+    select_one(&sup.postgres("db").unwrap()).await;
+    let row = admin
+        .query_one(
+            "select s.ssl, a.usename::text from pg_stat_activity a \
+             join pg_stat_ssl s using (pid) where a.application_name = $1",
+            &[&app],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, bool>(0), row.get::<_, String>(1)),
+        (true, "pv_scram".into())
+    );
+    sup.shutdown().await.unwrap();
+}
