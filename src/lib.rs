@@ -28,7 +28,7 @@ pub mod prelude {
         BuilderBackends, Http, HttpPoolExt, Postgres, Redis, SupervisorBackends,
     };
     pub use poolvisor_actors::{
-        CheckoutError, EventKind, HealthEvent, PoolConfig, PoolHandle, Pooled, SharePolicy, Shared,
-        Supervisor, Validation,
+        CheckoutError, CustomizeConnection, EventKind, HealthEvent, PoolConfig, PoolHandle, Pooled,
+        SharePolicy, Shared, Supervisor, Validation,
     };
 }

@@ -449,3 +449,88 @@ async fn channel_binding_require_logs_in_with_scram_plus_over_the_servers_tls() 
     );
     sup.shutdown().await.unwrap();
 }
+
+/// Sets a search path on every new connection, or fails doing it (`bad`).
+#[derive(Debug)]
+struct SearchPath {
+    bad: bool,
+}
+
+impl CustomizeConnection<poolvisor::backends::PgConnection, poolvisor::backends::BackendError>
+    for SearchPath
+{
+    fn on_acquire<'a>(
+        &'a self,
+        conn: &'a mut poolvisor::backends::PgConnection,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<(), poolvisor::backends::BackendError>>
+                + Send
+                + 'a,
+        >,
+    > {
+        Box::pin(async move {
+            let setting = if self.bad { "nonsense" } else { "'1s'" };
+            conn.batch_execute("SET search_path TO pv_custom, public")
+                .await?;
+            conn.batch_execute(&format!("SET statement_timeout = {setting}"))
+                .await?;
+            Ok(())
+        })
+    }
+}
+
+/// A customizer runs on every new server connection before a caller gets it; one whose
+/// setup the server refuses closes that connection (the server lets go of it) and takes
+/// the pool Down with the server's message.
+#[tokio::test]
+async fn a_customizer_sets_up_every_new_connection_and_a_refused_setup_closes_it() {
+    use poolvisor::backends::Postgres;
+    let admin = pg_admin().await;
+    let app = unique_name("pv_pg_customized");
+    let cfg = PoolConfig::default().max_size(2);
+    let sup = Supervisor::builder()
+        .postgres("db", &pg_url_named(&app), cfg.clone())
+        .customize::<Postgres>("db", SearchPath { bad: false })
+        .start()
+        .await
+        .unwrap();
+    let pool = sup.postgres("db").unwrap();
+    for _ in 0..3 {
+        let conn = pool.checkout().await.unwrap();
+        let row = conn
+            .query_one(
+                "select current_setting('search_path'), current_setting('statement_timeout')",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (row.get::<_, String>(0), row.get::<_, String>(1)),
+            ("pv_custom, public".into(), "1s".into())
+        );
+    }
+    sup.shutdown().await.unwrap();
+
+    let bad_app = unique_name("pv_pg_bad_setup");
+    let sup = Supervisor::builder()
+        .postgres("db", &pg_url_named(&bad_app), cfg.down_after_failures(1))
+        .customize::<Postgres>("db", SearchPath { bad: true })
+        .start()
+        .await
+        .unwrap();
+    let err = sup.postgres("db").unwrap().checkout().await.unwrap_err();
+    let CheckoutError::Unavailable { cause, .. } = &err else {
+        panic!("{err:?}");
+    };
+    assert!(cause.contains("connection setup failed"), "{cause}");
+    assert!(cause.contains("statement_timeout"), "{cause}");
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            pg_count(&admin, &bad_app).await == 0
+        })
+        .await,
+        "the connection whose setup failed is closed on the server"
+    );
+    sup.shutdown().await.unwrap();
+}

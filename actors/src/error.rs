@@ -115,6 +115,15 @@ pub enum StartError {
         /// The name.
         name: String,
     },
+    /// A customizer (`SupervisorBuilder::customize`) names no pool, or a pool of
+    /// another manager type, or a pool already customized.
+    #[error("customizer for pool `{pool}`: {message}")]
+    InvalidCustomizer {
+        /// The pool it names.
+        pool: String,
+        /// What is wrong.
+        message: String,
+    },
     /// Two pools share a name.
     #[error("pool `{name}` is defined twice")]
     DuplicatePool {

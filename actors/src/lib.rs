@@ -62,4 +62,4 @@ pub use supervisor::{
 };
 
 /// The bb8 trait every pool's manager implements, re-exported for convenience.
-pub use bb8::ManageConnection;
+pub use bb8::{CustomizeConnection, ManageConnection};

@@ -499,3 +499,147 @@ async fn a_slow_return_after_the_supervisor_is_gone_keeps_the_pool_until_it_is_d
     );
     assert_eq!(mock.live(), 0, "every connection closed");
 }
+
+/// A customizer that counts its runs, fails while `fail` is set, and stalls (longer
+/// than any connect timeout here) while `stall` is set.
+#[derive(Debug, Default)]
+struct Setup {
+    runs: std::sync::atomic::AtomicU64,
+    fail: AtomicBool,
+    stall: AtomicBool,
+}
+
+/// The customizer the pool gets: a handle on the test's `Setup`.
+#[derive(Debug, Clone)]
+struct SetupHandle(Arc<Setup>);
+
+impl poolvisor_actors::CustomizeConnection<MockConnection, MockError> for SetupHandle {
+    fn on_acquire<'a>(
+        &'a self,
+        conn: &'a mut MockConnection,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), MockError>> + Send + 'a>>
+    {
+        Box::pin(async move {
+            self.0.runs.fetch_add(1, Ordering::SeqCst);
+            if self.0.stall.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
+            if self.0.fail.load(Ordering::SeqCst) {
+                return Err(MockError(format!(
+                    "setup of connection {} refused",
+                    conn.id()
+                )));
+            }
+            conn.ping()
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_customizer_runs_once_on_every_new_connection_and_a_failing_one_closes_it() {
+    let setup = Arc::new(Setup::default());
+    let mock = MockManager::new();
+    let cfg = PoolConfig::default()
+        .max_size(2)
+        .connect_timeout(Duration::from_secs(1))
+        .checkout_timeout(Duration::from_secs(30));
+    let sup = Supervisor::builder()
+        .pool("m", mock.clone(), cfg)
+        .customize::<MockManager>("m", SetupHandle(setup.clone()))
+        .start()
+        .await
+        .unwrap();
+    let pool = sup.pool::<MockManager>("m").unwrap();
+    let (a, b) = (
+        pool.checkout().await.unwrap(),
+        pool.checkout().await.unwrap(),
+    );
+    drop((a, b));
+    for _ in 0..10 {
+        drop(pool.checkout().await.unwrap());
+    }
+    assert_eq!((setup.runs.load(Ordering::SeqCst), mock.connects()), (2, 2));
+
+    // Set-up that fails, or outlasts `connect_timeout`: the connection is closed and
+    // the connect counted as failed, with the customizer's error; three take the pool
+    // Down.
+    for stall in [false, true] {
+        // Every open connection discarded: the next checkout needs a new one.
+        let held = [
+            pool.checkout().await.unwrap(),
+            pool.checkout().await.unwrap(),
+        ];
+        held.into_iter().for_each(|c| c.discard());
+        setup.fail.store(!stall, Ordering::SeqCst);
+        setup.stall.store(stall, Ordering::SeqCst);
+        let err = pool.checkout().await.unwrap_err();
+        let CheckoutError::Unavailable { cause, .. } = &err else {
+            panic!("{err:?}");
+        };
+        let expected = if stall {
+            "setup timed out"
+        } else {
+            "setup of connection"
+        };
+        assert!(cause.contains(expected), "{cause}");
+        settle().await;
+        assert_eq!(
+            mock.live(),
+            0,
+            "every connection that failed its setup is closed"
+        );
+        let snap = pool.snapshot();
+        assert_eq!((snap.open, snap.in_use), (0, 0));
+        assert!(snap.connects_failed >= 3, "{snap:?}");
+        setup.fail.store(false, Ordering::SeqCst);
+        setup.stall.store(false, Ordering::SeqCst);
+        let mut events = sup.subscribe();
+        next_event(&mut events, "m", "recovered", Duration::from_secs(30)).await;
+    }
+    sup.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_customizer_for_no_pool_or_another_type_of_pool_is_refused_at_start() {
+    let setup = Arc::new(Setup::default());
+    let start = |name: &str| {
+        Supervisor::builder()
+            .pool("m", MockManager::new(), PoolConfig::default())
+            .customize::<MockManager>(name, SetupHandle(setup.clone()))
+    };
+    let err = start("nope").start().await.unwrap_err();
+    assert!(
+        matches!(&err, StartError::InvalidCustomizer { pool, message } if pool == "nope" && message == "no such pool"),
+        "{err}"
+    );
+    let err = start("m")
+        .customize::<MockManager>("m", SetupHandle(setup.clone()))
+        .start()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("customized twice"), "{err}");
+
+    #[derive(Clone, Debug)]
+    struct Other(MockManager);
+    impl poolvisor_actors::ManageConnection for Other {
+        type Connection = MockConnection;
+        type Error = MockError;
+        async fn connect(&self) -> Result<MockConnection, MockError> {
+            self.0.connect().await
+        }
+        async fn is_valid(&self, conn: &mut MockConnection) -> Result<(), MockError> {
+            self.0.is_valid(conn).await
+        }
+        fn has_broken(&self, conn: &mut MockConnection) -> bool {
+            self.0.has_broken(conn)
+        }
+    }
+    let err = Supervisor::builder()
+        .pool("m", Other(MockManager::new()), PoolConfig::default())
+        .customize::<MockManager>("m", SetupHandle(setup))
+        .start()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("the customizer is for a"), "{err}");
+    assert!(err.to_string().contains("Other"), "{err}");
+}

@@ -29,6 +29,14 @@ pub enum BackendError {
         /// The driver's message, password removed.
         message: String,
     },
+    /// A new connection's setup failed: what a connection customizer returns
+    /// (`SupervisorBuilder::customize`), made with [`BackendError::setup`] or `?` on a
+    /// driver's error.
+    #[error("{message}")]
+    Setup {
+        /// What failed, with its causes, password removed.
+        message: String,
+    },
 }
 
 impl fmt::Debug for BackendError {
@@ -53,17 +61,50 @@ impl BackendError {
         }
     }
 
+    /// A connection's setup failed with `err` (its causes follow its message; any
+    /// password is removed). For connection customizers:
+    ///
+    /// ```
+    /// # use poolvisor::backends::BackendError;
+    /// let err = BackendError::setup(&std::io::Error::other("no such schema"));
+    /// assert_eq!(err.to_string(), "no such schema");
+    /// ```
+    pub fn setup(err: &dyn std::error::Error) -> Self {
+        BackendError::Setup {
+            message: redact(&with_causes(err)),
+        }
+    }
+
     /// As `server`, with the error's causes after it, for drivers whose message leaves
     /// them out (tokio-postgres says "db error" or "error performing TLS handshake" and
     /// keeps the why in `source()`).
     pub(crate) fn server_with_causes(target: &Arc<str>, err: &dyn std::error::Error) -> Self {
-        let mut message = err.to_string();
-        let mut cause = err.source();
-        while let Some(e) = cause {
-            message.push_str(": ");
-            message.push_str(&e.to_string());
-            cause = e.source();
-        }
-        Self::server(target, message)
+        Self::server(target, with_causes(err))
+    }
+}
+
+/// An error's message, then its causes', joined by `: `.
+fn with_causes(err: &dyn std::error::Error) -> String {
+    let mut message = err.to_string();
+    let mut cause = err.source();
+    while let Some(e) = cause {
+        message.push_str(": ");
+        message.push_str(&e.to_string());
+        cause = e.source();
+    }
+    message
+}
+
+/// `?` on tokio-postgres's errors in a connection customizer.
+impl From<tokio_postgres::Error> for BackendError {
+    fn from(err: tokio_postgres::Error) -> Self {
+        BackendError::setup(&err)
+    }
+}
+
+/// `?` on redis-rs's errors in a connection customizer.
+impl From<redis::RedisError> for BackendError {
+    fn from(err: redis::RedisError) -> Self {
+        BackendError::setup(&err)
     }
 }

@@ -133,6 +133,8 @@ pub(crate) struct PoolShared<M: ManageConnection> {
     pub(crate) config: PoolConfig,
     /// Set for managers that can tell when the server let go of a closed connection.
     closer: Option<Closer<M::Connection>>,
+    /// Run on every new connection before it is lent (`SupervisorBuilder::customize`).
+    customizer: Option<Customizer<M>>,
     /// On cache lines of its own: both cores write it under load, while the fields
     /// around it are only read.
     pub(crate) state: CachePadded<Mutex<State<M::Connection>>>,
@@ -171,7 +173,16 @@ pub(crate) struct PoolSpec<M: ManageConnection> {
     pub(crate) manager: Arc<M>,
     pub(crate) config: PoolConfig,
     pub(crate) closer: Option<Closer<M::Connection>>,
+    pub(crate) customizer: Option<Customizer<M>>,
 }
+
+/// bb8's connection customizer, for `M`'s connections.
+pub(crate) type Customizer<M> = Arc<
+    dyn bb8::CustomizeConnection<
+        <M as ManageConnection>::Connection,
+        <M as ManageConnection>::Error,
+    >,
+>;
 
 impl<M: ManageConnection> PoolShared<M> {
     pub(crate) fn new(spec: PoolSpec<M>, events: EventBus, budget: Arc<Budget>) -> Arc<Self> {
@@ -182,6 +193,7 @@ impl<M: ManageConnection> PoolShared<M> {
             manager,
             config,
             closer,
+            customizer,
         } = spec;
         let state = State {
             idle: Vec::with_capacity(config.max_size),
@@ -211,6 +223,7 @@ impl<M: ManageConnection> PoolShared<M> {
             manager,
             config,
             closer,
+            customizer,
             state: CachePadded::new(Mutex::new(state)),
             actor: Mutex::new(None),
             events,
@@ -773,44 +786,71 @@ impl<M: ManageConnection> PoolShared<M> {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Opens one connection (a task the pool actor spawned). The caller counted it in
-    /// `connecting` and holds its permit. Returns the redacted error on failure.
+    /// Opens one connection (a task the pool actor spawned) and runs the customizer on
+    /// it, both within `connect_timeout`. The caller counted it in `connecting` and
+    /// holds its permit. Returns the redacted error on failure.
     pub(crate) async fn connect_one(self: Arc<Self>, permit: Permit) -> Result<(), Arc<str>> {
         let timeout = self.config.connect_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
         let span = tracing::debug_span!("connect", pool = %self.name);
-        let result = tokio::time::timeout(timeout, self.manager.connect())
-            .instrument(span)
+        let result = tokio::time::timeout_at(deadline, self.manager.connect())
+            .instrument(span.clone())
             .await;
-        let now = clock::now();
-        match result {
-            Ok(Ok(raw)) => {
-                let conn = Conn::new(
-                    raw,
-                    self.next_id(),
-                    now,
-                    self.config.max_lifetime,
-                    permit,
-                    self.closer.clone(),
-                );
-                let handed = {
-                    let mut st = self.state.lock();
-                    st.connecting -= 1;
-                    st.open += 1;
-                    st.stats.connects_ok += 1;
-                    self.hand_over(&mut st, conn, now)
-                };
-                // `self` is an `Arc`: what `complete` holds is never the last reference.
-                drop(self.complete(handed));
-                Ok(())
+        let mut raw = match result {
+            Ok(Ok(raw)) => raw,
+            Ok(Err(e)) => {
+                drop(permit);
+                return Err(self.connect_failed(redact(&format!("{e:?}"))));
             }
-            Ok(Err(e)) => Err(self.connect_failed(permit, redact(&format!("{e:?}")))),
             Err(_) => {
-                Err(self.connect_failed(permit, format!("connect timed out after {timeout:?}")))
+                drop(permit);
+                return Err(self.connect_failed(format!("connect timed out after {timeout:?}")));
             }
+        };
+        let setup = match &self.customizer {
+            None => Ok(()),
+            Some(customizer) => {
+                match tokio::time::timeout_at(deadline, customizer.on_acquire(&mut raw))
+                    .instrument(span)
+                    .await
+                {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(redact(&format!("connection setup failed: {e:?}"))),
+                    Err(_) => Err(format!(
+                        "connect and connection setup timed out after {timeout:?}"
+                    )),
+                }
+            }
+        };
+        let now = clock::now();
+        let conn = Conn::new(
+            raw,
+            self.next_id(),
+            now,
+            self.config.max_lifetime,
+            permit,
+            self.closer.clone(),
+        );
+        if let Err(cause) = setup {
+            // Closed like any connection: its permit goes once the server let go.
+            drop(conn);
+            return Err(self.connect_failed(cause));
         }
+        let handed = {
+            let mut st = self.state.lock();
+            st.connecting -= 1;
+            st.open += 1;
+            st.stats.connects_ok += 1;
+            self.hand_over(&mut st, conn, now)
+        };
+        // `self` is an `Arc`: what `complete` holds is never the last reference.
+        drop(self.complete(handed));
+        Ok(())
     }
 
-    fn connect_failed(&self, permit: Permit, cause: String) -> Arc<str> {
+    /// A connect failed (its permit already released, or on its way with the connection
+    /// being closed): counted, and remembered as the pool's last error.
+    fn connect_failed(&self, cause: String) -> Arc<str> {
         tracing::warn!(pool = %self.name, %cause, "connect failed");
         let cause: Arc<str> = cause.into();
         {
@@ -819,7 +859,6 @@ impl<M: ManageConnection> PoolShared<M> {
             st.stats.connects_failed += 1;
             st.last_error = Some(cause.clone());
         }
-        drop(permit);
         self.settled.notify_waiters();
         cause
     }

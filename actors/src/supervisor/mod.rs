@@ -2,12 +2,13 @@
 
 pub(crate) mod actor;
 
+use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bb8::ManageConnection;
+use bb8::{CustomizeConnection, ManageConnection};
 use parking_lot::Mutex;
 use ractor::{Actor, ActorRef};
 use serde::Serialize;
@@ -25,7 +26,7 @@ use crate::pool::admin::DrainReport;
 use crate::pool::conn::Closer;
 use crate::pool::control::PoolControl;
 use crate::pool::handle::PoolHandle;
-use crate::pool::shared::{PoolShared, PoolSpec};
+use crate::pool::shared::{Customizer, PoolShared, PoolSpec};
 use crate::pool::status::PoolStatus;
 
 /// How long `Supervisor::shutdown` waits for lent connections to come back.
@@ -33,13 +34,28 @@ pub const DEFAULT_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 /// Bound on a request to the metrics actor.
 const METRICS_TIMEOUT: Duration = Duration::from_secs(5);
 
-type MakePool = Box<dyn FnOnce(usize, EventBus, Arc<Budget>) -> Arc<dyn PoolControl> + Send>;
+/// Builds a pool's shared state, given its slot, the event bus, the budget and its
+/// customizer (a `Customizer<M>` of its manager type, boxed; checked by `validate`).
+type MakePool = Box<
+    dyn FnOnce(usize, EventBus, Arc<Budget>, Option<Box<dyn Any + Send>>) -> Arc<dyn PoolControl>
+        + Send,
+>;
 
 struct PendingPool {
     name: String,
     config: PoolConfig,
     /// `Err` when the backend could not be built; reported by `start()`.
     make: Result<MakePool, String>,
+    /// Its manager's type, which a customizer must be for.
+    manager: (TypeId, &'static str),
+}
+
+/// A customizer given for a pool by name (`SupervisorBuilder::customize`).
+struct PendingCustomizer {
+    pool: String,
+    manager: (TypeId, &'static str),
+    /// A `Customizer<M>`.
+    customizer: Box<dyn Any + Send>,
 }
 
 /// Collects pools and supervisor settings; `start()` validates them and spawns the actors.
@@ -63,6 +79,7 @@ struct PendingPool {
 pub struct SupervisorBuilder {
     max_connections: Option<usize>,
     pools: Vec<PendingPool>,
+    customizers: Vec<PendingCustomizer>,
     settings: Settings,
     fail_fast: bool,
     event_capacity: usize,
@@ -73,6 +90,7 @@ impl Default for SupervisorBuilder {
         SupervisorBuilder {
             max_connections: None,
             pools: Vec::new(),
+            customizers: Vec::new(),
             settings: Settings {
                 heartbeat_interval: Duration::from_secs(1),
                 heartbeat_timeout: Duration::from_secs(5),
@@ -192,7 +210,11 @@ impl SupervisorBuilder {
         let make = manager
             .map_err(|e| e.to_string())
             .map(|manager| -> MakePool {
-                Box::new(move |index, events, budget| {
+                Box::new(move |index, events, budget, customizer| {
+                    let customizer = customizer.map(|c| {
+                        *c.downcast::<Customizer<M>>()
+                            .expect("`validate` checked the customizer's manager type")
+                    });
                     PoolShared::new(
                         PoolSpec {
                             name: pool_name,
@@ -201,13 +223,67 @@ impl SupervisorBuilder {
                             manager,
                             config: cfg,
                             closer,
+                            customizer,
                         },
                         events,
                         budget,
                     )
                 })
             });
-        self.pools.push(PendingPool { name, config, make });
+        let manager = (TypeId::of::<M>(), std::any::type_name::<M>());
+        self.pools.push(PendingPool {
+            name,
+            config,
+            make,
+            manager,
+        });
+        self
+    }
+
+    /// Runs `customizer` (bb8's [`CustomizeConnection`]) on every connection the pool
+    /// `pool` opens, before anyone gets it: a search path, a statement timeout, a client
+    /// name. A connection whose setup fails, or does not finish within the pool's
+    /// `connect_timeout` (counted with the connect), is closed and counted as a failed
+    /// connect (so a setup that always fails takes the pool Down, with its error).
+    ///
+    /// `M` is the pool's manager type, which `start()` checks, with the pool's name.
+    ///
+    /// ```
+    /// # use std::future::Future;
+    /// # use std::pin::Pin;
+    /// # use poolvisor_actors::{Supervisor, PoolConfig, CustomizeConnection};
+    /// # use poolvisor_actors::testing::{MockConnection, MockError, MockManager};
+    /// #[derive(Debug)]
+    /// struct Greet;
+    /// impl CustomizeConnection<MockConnection, MockError> for Greet {
+    ///     fn on_acquire<'a>(
+    ///         &'a self,
+    ///         conn: &'a mut MockConnection,
+    ///     ) -> Pin<Box<dyn Future<Output = Result<(), MockError>> + Send + 'a>> {
+    ///         Box::pin(async move { conn.ping() })
+    ///     }
+    /// }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let sup = Supervisor::builder()
+    ///     .pool("mock", MockManager::new(), PoolConfig::default())
+    ///     .customize::<MockManager>("mock", Greet)
+    ///     .start()
+    ///     .await?;
+    /// # sup.shutdown().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn customize<M: ManageConnection>(
+        mut self,
+        pool: &str,
+        customizer: impl CustomizeConnection<M::Connection, M::Error>,
+    ) -> Self {
+        let customizer: Customizer<M> = Arc::new(customizer);
+        self.customizers.push(PendingCustomizer {
+            pool: pool.to_owned(),
+            manager: (TypeId::of::<M>(), std::any::type_name::<M>()),
+            customizer: Box::new(customizer),
+        });
         self
     }
 
@@ -265,6 +341,27 @@ impl SupervisorBuilder {
                     source,
                 })?;
         }
+        let mut customized = std::collections::HashSet::new();
+        for c in &self.customizers {
+            let bad = |message: String| {
+                Err(StartError::InvalidCustomizer {
+                    pool: c.pool.clone(),
+                    message,
+                })
+            };
+            let Some(p) = self.pools.iter().find(|p| p.name == c.pool) else {
+                return bad("no such pool".into());
+            };
+            if p.manager.0 != c.manager.0 {
+                return bad(format!(
+                    "the customizer is for a {} pool, this one is a {} pool",
+                    c.manager.1, p.manager.1
+                ));
+            }
+            if !customized.insert(c.pool.as_str()) {
+                return bad("customized twice".into());
+            }
+        }
         let s = &self.settings;
         let bad = |field, message: &str| {
             Err(StartError::InvalidSupervisor {
@@ -315,10 +412,16 @@ impl SupervisorBuilder {
         let budget = Budget::new(max, self.pools.iter().map(|p| p.config.reserve).collect());
         let mut by_name = HashMap::new();
         let mut pools = Vec::with_capacity(self.pools.len());
+        let mut customizers: HashMap<String, Box<dyn Any + Send>> = self
+            .customizers
+            .into_iter()
+            .map(|c| (c.pool, c.customizer))
+            .collect();
         for (i, p) in self.pools.into_iter().enumerate() {
-            by_name.insert(p.name, i);
             let make = p.make.expect("checked by validate");
-            pools.push(make(i, events.clone(), budget.clone()));
+            let customizer = customizers.remove(&p.name);
+            by_name.insert(p.name, i);
+            pools.push(make(i, events.clone(), budget.clone(), customizer));
         }
         let metrics = Arc::new(Mutex::new(None));
         let args = SupArgs {
