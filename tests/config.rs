@@ -5,6 +5,7 @@ mod common;
 
 use std::time::Duration;
 
+use poolvisor::backends::SupervisorBackends;
 use poolvisor::config::{BackendKind, Config, FromConfig};
 use poolvisor::{PoolStatus, SharePolicy, Supervisor, Validation};
 use proptest::prelude::*;
@@ -160,6 +161,10 @@ fn invalid_documents_name_the_key_and_the_value() {
         ("[pools.h]\nkind = \"http\"\nurl = \"ftp://h\"\n".into(), "pools.h.url: invalid http URL"),
         (pool("response_timeout = \"1s\""), "pools.db.response_timeout: only for kind = \"redis\""),
         (pool("ca_file = 5"), "pools.db.ca_file: expected a path"),
+        (pool("init_sql = \"SET x = 1\""), "pools.db.init_sql: expected a list of SQL statements"),
+        (pool("init_sql = [5]"), "pools.db.init_sql: expected a statement"),
+        (pool("init_sql = [\"SET x = 1\", \" \"]"), "pools.db.init_sql: an empty statement"),
+        ("[pools.c]\nkind = \"redis\"\nurl = \"redis://h\"\ninit_sql = [\"SET x\"]\n".into(), "pools.c.init_sql: only for kind = \"postgres\""),
         (pool("ca_file = \"/nonexistent/ca.pem\""), "pools.db.ca_file: /nonexistent/ca.pem: "),
         (pool(&format!("ca_file = \"{}/Cargo.toml\"", env!("CARGO_MANIFEST_DIR"))), "Cargo.toml: no PEM certificate in it"),
         (pool(&format!("ca_file = \"{}\"", pem.display())), "pools.db.ca_file: 127.0.0.1:5432/x: root certificates need sslmode=require"),
@@ -202,6 +207,38 @@ async fn from_config_starts_every_pool() {
     sup.shutdown().await.unwrap();
 }
 
+/// `init_sql` runs on every new connection of a PostgreSQL pool from a config file.
+#[tokio::test]
+async fn a_postgres_pools_init_sql_runs_on_every_new_connection() {
+    let doc = format!(
+        "[pools.db]\nkind = \"postgres\"\nurl = \"{}\"\nmax_size = 2\ninit_sql = [\"SET search_path TO pv_init, public\", \"SET lock_timeout = '2s'\"]\n",
+        common::pg_url(),
+    );
+    let config = Config::from_toml(&doc).unwrap();
+    assert_eq!(config.pools[0].init_sql.len(), 2);
+    let sup = Supervisor::from_config(&config).await.unwrap();
+    let pool = sup.postgres("db").unwrap();
+    let (a, b) = (
+        pool.checkout().await.unwrap(),
+        pool.checkout().await.unwrap(),
+    );
+    for conn in [&a, &b] {
+        let row = conn
+            .query_one(
+                "select current_setting('search_path'), current_setting('lock_timeout')",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (row.get::<_, String>(0), row.get::<_, String>(1)),
+            ("pv_init, public".into(), "2s".into())
+        );
+    }
+    drop((a, b));
+    sup.shutdown().await.unwrap();
+}
+
 fn fragment() -> impl Strategy<Value = String> {
     let known = prop::sample::select(vec![
         "max_size",
@@ -214,6 +251,7 @@ fn fragment() -> impl Strategy<Value = String> {
         "max_connections",
         "listen",
         "idle_timeout",
+        "init_sql",
     ])
     .prop_map(String::from);
     let keys = prop_oneof![known, "[a-z_]{1,8}"];

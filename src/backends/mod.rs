@@ -14,7 +14,7 @@ mod tls;
 
 pub use self::error::BackendError;
 pub use self::http::{Http, HttpConnection, HttpError, HttpPoolExt, HttpVersion};
-pub use self::postgres::{PgConnection, Postgres};
+pub use self::postgres::{InitSql, PgConnection, Postgres};
 pub use self::redis::{Redis, RedisConnection, RedisHandle};
 pub(crate) use self::shortcuts::packing;
 pub use self::shortcuts::{BuilderBackends, SupervisorBackends};

@@ -6,7 +6,7 @@ use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
 use std::sync::Arc;
 
-use bb8::ManageConnection;
+use bb8::{CustomizeConnection, ManageConnection};
 use poolvisor_actors::GracefulClose;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -211,5 +211,45 @@ impl GracefulClose for Postgres {
         let PgConnection { client, driver } = conn;
         drop(client);
         let _ = driver.await;
+    }
+}
+
+/// Statements run on every new connection before a caller gets it, in order (HikariCP's
+/// `connectionInitSql`; `init_sql` in a config file): a connection customizer for
+/// `SupervisorBuilder::customize`.
+///
+/// ```no_run
+/// # use poolvisor::prelude::*;
+/// # use poolvisor::backends::InitSql;
+/// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+/// let sup = Supervisor::builder()
+///     .postgres("db", "postgres://app@127.0.0.1/app", PoolConfig::default())
+///     .customize::<Postgres>("db", InitSql::new(["SET search_path TO app", "SET statement_timeout = '5s'"]))
+///     .start()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitSql(Arc<[String]>);
+
+impl InitSql {
+    /// The statements, each run with `batch_execute`.
+    pub fn new(statements: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        InitSql(statements.into_iter().map(Into::into).collect())
+    }
+}
+
+impl CustomizeConnection<PgConnection, BackendError> for InitSql {
+    fn on_acquire<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), BackendError>> + Send + 'a>>
+    {
+        Box::pin(async move {
+            for statement in self.0.iter() {
+                conn.batch_execute(statement).await?;
+            }
+            Ok(())
+        })
     }
 }

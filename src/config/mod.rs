@@ -26,6 +26,7 @@
 //! kind = "postgres"
 //! url = "postgres://app@db.internal/app?sslmode=require"
 //! ca_file = "/etc/ssl/db-ca.pem"   # TLS pools: trust these roots, not the system's
+//! init_sql = ["SET search_path TO app"]   # PostgreSQL only: run on every new connection
 //! ```
 
 use std::collections::BTreeMap;
@@ -45,7 +46,7 @@ use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::CertificateDer;
 use tokio_rustls::rustls::RootCertStore;
 
-use crate::backends::{packing, BackendError, Http, Postgres, Redis};
+use crate::backends::{packing, BackendError, Http, InitSql, Postgres, Redis};
 
 /// A configuration that does not hold: which key, and what is wrong with its value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -182,6 +183,9 @@ pub struct PoolEntry {
     /// `ca_file` (pools over TLS): a PEM file of the roots to trust instead of the
     /// system's (`root_certificates` of the backend).
     pub ca_file: Option<PathBuf>,
+    /// `init_sql` (PostgreSQL pools only): statements run on every new connection
+    /// ([`InitSql`]).
+    pub init_sql: Vec<String>,
 }
 
 impl fmt::Debug for PoolEntry {
@@ -193,6 +197,7 @@ impl fmt::Debug for PoolEntry {
             .field("settings", &self.settings)
             .field("response_timeout", &self.response_timeout)
             .field("ca_file", &self.ca_file)
+            .field("init_sql", &self.init_sql)
             .finish()
     }
 }
@@ -307,6 +312,16 @@ impl Config {
                     ))
                 }
             };
+            let init_sql = match table.remove("init_sql") {
+                None => Vec::new(),
+                Some(_) if kind != BackendKind::Postgres => {
+                    return Err(ConfigError::new(
+                        key("init_sql"),
+                        "only for kind = \"postgres\"",
+                    ))
+                }
+                Some(v) => statements(&v).map_err(|e| ConfigError::new(key("init_sql"), e))?,
+            };
             let settings = PoolConfig::deserialize(&Value::from(table))
                 .map_err(|e| ConfigError::from_figment(&format!("pools.{name}"), e))?;
             pools.push(PoolEntry {
@@ -316,6 +331,7 @@ impl Config {
                 settings,
                 response_timeout,
                 ca_file,
+                init_sql,
             });
         }
         let config = Config {
@@ -392,9 +408,12 @@ impl Config {
         for p in &self.pools {
             let (name, settings) = (&p.name, p.settings.clone());
             b = match p.kind {
-                BackendKind::Postgres => {
+                BackendKind::Postgres if p.init_sql.is_empty() => {
                     b.try_graceful_pool(name, "postgres", p.postgres(), settings)
                 }
+                BackendKind::Postgres => b
+                    .try_graceful_pool(name, "postgres", p.postgres(), settings)
+                    .customize::<Postgres>(name, InitSql::new(p.init_sql.iter().cloned())),
                 BackendKind::Redis => {
                     b.try_graceful_pool(name, "redis", p.redis(), packing(settings))
                 }
@@ -471,6 +490,24 @@ fn positive_duration(v: &Value) -> Result<Duration, String> {
         Ok(d) => Ok(d),
         Err(e) => Err(format!("invalid duration {text:?}: {e}")),
     }
+}
+
+/// `init_sql`: a list of statements, none empty.
+fn statements(v: &Value) -> Result<Vec<String>, String> {
+    let Value::Array(_, items) = v else {
+        return Err(format!(
+            "expected a list of SQL statements, found {}",
+            v.to_actual()
+        ));
+    };
+    items
+        .iter()
+        .map(|item| match item {
+            Value::String(_, sql) if !sql.trim().is_empty() => Ok(sql.clone()),
+            Value::String(..) => Err("an empty statement".to_owned()),
+            other => Err(format!("expected a statement, found {}", other.to_actual())),
+        })
+        .collect()
 }
 
 /// `Supervisor::from_config(&config)`.
