@@ -500,13 +500,14 @@ async fn a_slow_return_after_the_supervisor_is_gone_keeps_the_pool_until_it_is_d
     assert_eq!(mock.live(), 0, "every connection closed");
 }
 
-/// A customizer that counts its runs, fails while `fail` is set, and stalls (longer
-/// than any connect timeout here) while `stall` is set.
+/// A customizer that counts its runs, fails while `fail` is set, stalls (longer than
+/// any connect timeout here) while `stall` is set, and panics while `panic` is set.
 #[derive(Debug, Default)]
 struct Setup {
     runs: std::sync::atomic::AtomicU64,
     fail: AtomicBool,
     stall: AtomicBool,
+    panic: AtomicBool,
 }
 
 /// The customizer the pool gets: a handle on the test's `Setup`.
@@ -523,6 +524,9 @@ impl poolvisor_actors::CustomizeConnection<MockConnection, MockError> for SetupH
             self.0.runs.fetch_add(1, Ordering::SeqCst);
             if self.0.stall.load(Ordering::SeqCst) {
                 tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
+            if self.0.panic.load(Ordering::SeqCst) {
+                panic!("a bug in the customizer");
             }
             if self.0.fail.load(Ordering::SeqCst) {
                 return Err(MockError(format!(
@@ -560,26 +564,24 @@ async fn a_customizer_runs_once_on_every_new_connection_and_a_failing_one_closes
     }
     assert_eq!((setup.runs.load(Ordering::SeqCst), mock.connects()), (2, 2));
 
-    // Set-up that fails, or outlasts `connect_timeout`: the connection is closed and
-    // the connect counted as failed, with the customizer's error; three take the pool
-    // Down.
-    for stall in [false, true] {
+    // Set-up that fails, outlasts `connect_timeout` or panics: the connection is
+    // closed and the connect counted as failed, with the customizer's error; three take
+    // the pool Down. Then it comes back: nothing of the failed connects is left counted.
+    for (flag, expected) in [
+        (&setup.fail, "setup of connection"),
+        (&setup.stall, "setup timed out"),
+        (&setup.panic, "connection setup panicked"),
+    ] {
         // Every open connection discarded: the next checkout needs a new one.
         let held = [
             pool.checkout().await.unwrap(),
             pool.checkout().await.unwrap(),
         ];
         held.into_iter().for_each(|c| c.discard());
-        setup.fail.store(!stall, Ordering::SeqCst);
-        setup.stall.store(stall, Ordering::SeqCst);
+        flag.store(true, Ordering::SeqCst);
         let err = pool.checkout().await.unwrap_err();
         let CheckoutError::Unavailable { cause, .. } = &err else {
             panic!("{err:?}");
-        };
-        let expected = if stall {
-            "setup timed out"
-        } else {
-            "setup of connection"
         };
         assert!(cause.contains(expected), "{cause}");
         settle().await;
@@ -591,11 +593,17 @@ async fn a_customizer_runs_once_on_every_new_connection_and_a_failing_one_closes
         let snap = pool.snapshot();
         assert_eq!((snap.open, snap.in_use), (0, 0));
         assert!(snap.connects_failed >= 3, "{snap:?}");
-        setup.fail.store(false, Ordering::SeqCst);
-        setup.stall.store(false, Ordering::SeqCst);
+        flag.store(false, Ordering::SeqCst);
         let mut events = sup.subscribe();
         next_event(&mut events, "m", "recovered", Duration::from_secs(30)).await;
     }
+    // Both connections can be opened again.
+    let both = [
+        pool.checkout().await.unwrap(),
+        pool.checkout().await.unwrap(),
+    ];
+    assert_eq!(pool.snapshot().connecting, 0);
+    drop(both);
     sup.shutdown().await.unwrap();
 }
 

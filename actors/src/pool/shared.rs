@@ -5,9 +5,10 @@
 //! (hence no budget permit) is ever dropped while it is held.
 
 use std::collections::HashMap;
-use std::panic::Location;
+use std::panic::{AssertUnwindSafe, Location};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
+use std::task::Poll;
 use std::time::Duration;
 
 use bb8::ManageConnection;
@@ -810,12 +811,22 @@ impl<M: ManageConnection> PoolShared<M> {
         let setup = match &self.customizer {
             None => Ok(()),
             Some(customizer) => {
-                match tokio::time::timeout_at(deadline, customizer.on_acquire(&mut raw))
+                // User code: a panic in it fails this connect, like an error, rather than
+                // the task that counts it.
+                let mut setup = customizer.on_acquire(&mut raw);
+                let setup = std::future::poll_fn(|cx| {
+                    match std::panic::catch_unwind(AssertUnwindSafe(|| setup.as_mut().poll(cx))) {
+                        Ok(poll) => poll.map(Some),
+                        Err(_) => Poll::Ready(None),
+                    }
+                });
+                match tokio::time::timeout_at(deadline, setup)
                     .instrument(span)
                     .await
                 {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(e)) => Err(redact(&format!("connection setup failed: {e:?}"))),
+                    Ok(Some(Ok(()))) => Ok(()),
+                    Ok(Some(Err(e))) => Err(redact(&format!("connection setup failed: {e:?}"))),
+                    Ok(None) => Err("connection setup panicked".to_owned()),
                     Err(_) => Err(format!(
                         "connect and connection setup timed out after {timeout:?}"
                     )),
