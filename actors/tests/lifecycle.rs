@@ -1,5 +1,5 @@
-//! Pool lifecycle: restarts, wedges, Down and Up, reaping, refill, leaks, operator
-//! actions and shutdown.
+//! Pool lifecycle: restarts, wedges, Down and Up, connection setup (customizers),
+//! reaping, refill, leaks, operator actions and shutdown.
 
 mod common;
 
