@@ -444,3 +444,58 @@ async fn a_blocking_command_needs_a_longer_response_timeout() {
     assert_eq!(result.unwrap(), redis::Value::Nil, "BLPOP's own timeout");
     assert!(!broken);
 }
+
+/// Names every new connection (`CLIENT SETNAME`) in a customizer, with `?` on redis-rs's
+/// errors.
+#[derive(Debug)]
+struct SetName(String);
+
+impl CustomizeConnection<poolvisor::backends::RedisConnection, poolvisor::backends::BackendError>
+    for SetName
+{
+    fn on_acquire<'a>(
+        &'a self,
+        conn: &'a mut poolvisor::backends::RedisConnection,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<(), poolvisor::backends::BackendError>>
+                + Send
+                + 'a,
+        >,
+    > {
+        Box::pin(async move {
+            redis::cmd("CLIENT")
+                .arg("SETNAME")
+                .arg(&self.0)
+                .query_async::<()>(conn)
+                .await?;
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_customizer_sets_up_every_new_redis_connection() {
+    let name = unique_name("pv_redis_customized");
+    let sup = Supervisor::builder()
+        .redis("cache", &redis_url(), PoolConfig::default().max_size(2))
+        .customize::<Redis>("cache", SetName(name.clone()))
+        .start()
+        .await
+        .unwrap();
+    let pool = sup.redis("cache").unwrap();
+    let (mut a, b) = (
+        pool.checkout().await.unwrap(),
+        pool.checkout().await.unwrap(),
+    );
+    let own: String = redis::cmd("CLIENT")
+        .arg("GETNAME")
+        .query_async(&mut *a)
+        .await
+        .unwrap();
+    assert_eq!(own, name);
+    let mut admin = redis_admin().await;
+    assert_eq!(redis_count(&mut admin, &name).await, 2);
+    drop((a, b));
+    sup.shutdown().await.unwrap();
+}
