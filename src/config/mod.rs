@@ -184,7 +184,8 @@ pub struct PoolEntry {
     /// system's (`root_certificates` of the backend).
     pub ca_file: Option<PathBuf>,
     /// `init_sql` (PostgreSQL pools only): statements run on every new connection
-    /// ([`InitSql`]).
+    /// ([`InitSql`], the pool's customizer: `Config::builder()` gives such a pool no room
+    /// for another).
     pub init_sql: Vec<String>,
 }
 
