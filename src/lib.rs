@@ -29,6 +29,6 @@ pub mod prelude {
     };
     pub use poolvisor_actors::{
         CheckoutError, CustomizeConnection, EventKind, HealthEvent, PoolConfig, PoolHandle, Pooled,
-        SharePolicy, Shared, Supervisor, Validation,
+        SetupFuture, SharePolicy, Shared, Supervisor, Validation,
     };
 }

@@ -5,6 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use poolvisor::backends::{BackendError, PgConnection};
 use poolvisor::prelude::*;
 use poolvisor::{CloseReason, PoolStatus, StartError};
 
@@ -456,19 +457,8 @@ struct SearchPath {
     bad: bool,
 }
 
-impl CustomizeConnection<poolvisor::backends::PgConnection, poolvisor::backends::BackendError>
-    for SearchPath
-{
-    fn on_acquire<'a>(
-        &'a self,
-        conn: &'a mut poolvisor::backends::PgConnection,
-    ) -> std::pin::Pin<
-        Box<
-            dyn std::future::Future<Output = Result<(), poolvisor::backends::BackendError>>
-                + Send
-                + 'a,
-        >,
-    > {
+impl CustomizeConnection<PgConnection, BackendError> for SearchPath {
+    fn on_acquire<'a>(&'a self, conn: &'a mut PgConnection) -> SetupFuture<'a, BackendError> {
         Box::pin(async move {
             let setting = if self.bad { "nonsense" } else { "'1s'" };
             conn.batch_execute("SET search_path TO pv_custom, public")

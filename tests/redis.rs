@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use poolvisor::backends::Redis;
+use poolvisor::backends::{BackendError, Redis, RedisConnection};
 use poolvisor::prelude::*;
 use poolvisor::{CloseReason, PoolStatus, Validation};
 
@@ -450,19 +450,8 @@ async fn a_blocking_command_needs_a_longer_response_timeout() {
 #[derive(Debug)]
 struct SetName(String);
 
-impl CustomizeConnection<poolvisor::backends::RedisConnection, poolvisor::backends::BackendError>
-    for SetName
-{
-    fn on_acquire<'a>(
-        &'a self,
-        conn: &'a mut poolvisor::backends::RedisConnection,
-    ) -> std::pin::Pin<
-        Box<
-            dyn std::future::Future<Output = Result<(), poolvisor::backends::BackendError>>
-                + Send
-                + 'a,
-        >,
-    > {
+impl CustomizeConnection<RedisConnection, BackendError> for SetName {
+    fn on_acquire<'a>(&'a self, conn: &'a mut RedisConnection) -> SetupFuture<'a, BackendError> {
         Box::pin(async move {
             redis::cmd("CLIENT")
                 .arg("SETNAME")

@@ -63,3 +63,8 @@ pub use supervisor::{
 
 /// The bb8 trait every pool's manager implements, re-exported for convenience.
 pub use bb8::{CustomizeConnection, ManageConnection};
+
+/// What [`CustomizeConnection::on_acquire`] returns, spelled once: a connection's setup,
+/// borrowing it for `'a`, failing with `E`.
+pub type SetupFuture<'a, E> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), E>> + Send + 'a>>;

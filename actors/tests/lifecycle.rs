@@ -10,7 +10,8 @@ use std::time::Duration;
 use common::{next_event, one_pool, settle};
 use poolvisor_actors::testing::{crash_pool, wedge_pool, MockConnection, MockError, MockManager};
 use poolvisor_actors::{
-    CheckoutError, CloseReason, EventKind, PoolConfig, PoolStatus, StartError, Supervisor,
+    CheckoutError, CloseReason, EventKind, PoolConfig, PoolStatus, SetupFuture, StartError,
+    Supervisor,
 };
 
 #[tokio::test(start_paused = true)]
@@ -515,11 +516,7 @@ struct Setup {
 struct SetupHandle(Arc<Setup>);
 
 impl poolvisor_actors::CustomizeConnection<MockConnection, MockError> for SetupHandle {
-    fn on_acquire<'a>(
-        &'a self,
-        conn: &'a mut MockConnection,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), MockError>> + Send + 'a>>
-    {
+    fn on_acquire<'a>(&'a self, conn: &'a mut MockConnection) -> SetupFuture<'a, MockError> {
         Box::pin(async move {
             self.0.runs.fetch_add(1, Ordering::SeqCst);
             if self.0.stall.load(Ordering::SeqCst) {

@@ -7,7 +7,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use bb8::{CustomizeConnection, ManageConnection};
-use poolvisor_actors::GracefulClose;
+use poolvisor_actors::{GracefulClose, SetupFuture};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -240,11 +240,7 @@ impl InitSql {
 }
 
 impl CustomizeConnection<PgConnection, BackendError> for InitSql {
-    fn on_acquire<'a>(
-        &'a self,
-        conn: &'a mut PgConnection,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), BackendError>> + Send + 'a>>
-    {
+    fn on_acquire<'a>(&'a self, conn: &'a mut PgConnection) -> SetupFuture<'a, BackendError> {
         Box::pin(async move {
             for statement in self.0.iter() {
                 conn.batch_execute(statement).await?;

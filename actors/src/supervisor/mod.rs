@@ -249,17 +249,12 @@ impl SupervisorBuilder {
     /// `M` is the pool's manager type, which `start()` checks, with the pool's name.
     ///
     /// ```
-    /// # use std::future::Future;
-    /// # use std::pin::Pin;
-    /// # use poolvisor_actors::{Supervisor, PoolConfig, CustomizeConnection};
+    /// # use poolvisor_actors::{Supervisor, PoolConfig, CustomizeConnection, SetupFuture};
     /// # use poolvisor_actors::testing::{MockConnection, MockError, MockManager};
     /// #[derive(Debug)]
     /// struct Greet;
     /// impl CustomizeConnection<MockConnection, MockError> for Greet {
-    ///     fn on_acquire<'a>(
-    ///         &'a self,
-    ///         conn: &'a mut MockConnection,
-    ///     ) -> Pin<Box<dyn Future<Output = Result<(), MockError>> + Send + 'a>> {
+    ///     fn on_acquire<'a>(&'a self, conn: &'a mut MockConnection) -> SetupFuture<'a, MockError> {
     ///         Box::pin(async move { conn.ping() })
     ///     }
     /// }
