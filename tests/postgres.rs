@@ -435,7 +435,16 @@ async fn channel_binding_require_logs_in_with_scram_plus_over_the_servers_tls() 
         .start()
         .await
         .unwrap();
-    select_one(&sup.postgres("db").unwrap()).await;
+    let conn = sup
+        .postgres("db")
+        .unwrap()
+        .checkout()
+        .await
+        .unwrap_or_else(|e| {
+            panic!("{e} (scripts/services.sh gives the server TLS and the role pv_scram)")
+        });
+    conn.simple_query("SELECT 1").await.unwrap();
+    drop(conn);
     let row = admin
         .query_one(
             "select s.ssl, a.usename::text from pg_stat_activity a \
