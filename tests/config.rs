@@ -223,16 +223,9 @@ async fn a_postgres_pools_init_sql_runs_on_every_new_connection() {
         pool.checkout().await.unwrap(),
     );
     for conn in [&a, &b] {
-        let row = conn
-            .query_one(
-                "select current_setting('search_path'), current_setting('lock_timeout')",
-                &[],
-            )
-            .await
-            .unwrap();
         assert_eq!(
-            (row.get::<_, String>(0), row.get::<_, String>(1)),
-            ("pv_init, public".into(), "2s".into())
+            common::pg_settings(conn, &["search_path", "lock_timeout"]).await,
+            ["pv_init, public", "2s"]
         );
     }
     drop((a, b));

@@ -497,16 +497,9 @@ async fn a_customizer_sets_up_every_new_connection_and_a_refused_setup_closes_it
     let pool = sup.postgres("db").unwrap();
     for _ in 0..3 {
         let conn = pool.checkout().await.unwrap();
-        let row = conn
-            .query_one(
-                "select current_setting('search_path'), current_setting('statement_timeout')",
-                &[],
-            )
-            .await
-            .unwrap();
         assert_eq!(
-            (row.get::<_, String>(0), row.get::<_, String>(1)),
-            ("pv_custom, public".into(), "1s".into())
+            pg_settings(&conn, &["search_path", "statement_timeout"]).await,
+            ["pv_custom, public", "1s"]
         );
     }
     sup.shutdown().await.unwrap();

@@ -61,6 +61,19 @@ pub async fn pg_admin() -> tokio_postgres::Client {
     client
 }
 
+/// The current values of these settings in `client`'s session.
+pub async fn pg_settings(client: &tokio_postgres::Client, names: &[&str]) -> Vec<String> {
+    let mut values = Vec::with_capacity(names.len());
+    for name in names {
+        let row = client
+            .query_one("select current_setting($1)", &[name])
+            .await
+            .expect("current_setting");
+        values.push(row.get(0));
+    }
+    values
+}
+
 /// Backends the server has for `application_name`.
 pub async fn pg_count(admin: &tokio_postgres::Client, app: &str) -> usize {
     let row = admin
