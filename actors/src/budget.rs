@@ -7,6 +7,13 @@
 //! Reserves: pool `i` is guaranteed `reserve[i]` permits. The rest, `max - Σ reserve`, is
 //! shared. A pool may take a permit while it holds fewer than its reserve, or while the
 //! shared part has room; so `Σ used ≤ Σ reserve + shared = max` always.
+//!
+//! Demand before standby: a pool asks for a permit either for callers ([`Need::Demand`])
+//! or to keep `min_idle` connections ready ([`Need::Standby`]). Only a refused demand
+//! presses (the supervisor then has another pool give up an idle connection), and while
+//! a pool presses, no other pool takes the shared part for standby. Otherwise two pools
+//! whose `min_idle` the budget cannot hold both would take each other's connections in
+//! turn, opening and reclaiming them as fast as the servers allow.
 
 use std::sync::{Arc, Weak};
 
@@ -19,6 +26,15 @@ pub(crate) trait BudgetListener: Send + Sync {
 }
 
 type PressureHook = Box<dyn Fn(usize) + Send + Sync>;
+
+/// What a permit is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Need {
+    /// Callers wait for a connection, or a Down pool probes its server.
+    Demand,
+    /// A connection to keep idle (`min_idle`).
+    Standby,
+}
 
 pub(crate) struct Budget {
     max: usize,
@@ -35,6 +51,10 @@ struct BudgetState {
     shared_cap: usize,
     /// Pools refused since the last release, in the order they asked.
     waiting: Vec<usize>,
+    /// Pools refused a demand since the last release (the pressure hook ran for them).
+    pressed: Vec<usize>,
+    /// Pools with demand the budget refused and that have not settled since.
+    pressing: Vec<bool>,
     peak: usize,
     refusals: u64,
 }
@@ -78,6 +98,8 @@ impl Budget {
                 shared_used: 0,
                 shared_cap: max.saturating_sub(reserved),
                 waiting: Vec::new(),
+                pressed: Vec::new(),
+                pressing: vec![false; n],
                 peak: 0,
                 refusals: 0,
             }),
@@ -98,12 +120,15 @@ impl Budget {
         *self.pressure.lock() = Some(hook);
     }
 
-    /// A permit for `pool`, or `None` (and the pool is remembered as waiting).
-    pub(crate) fn try_acquire(self: &Arc<Self>, pool: usize) -> Option<Permit> {
+    /// A permit for `pool`, or `None` (and the pool is remembered as waiting; a refused
+    /// demand also presses). Standby gets the shared part only while no other pool presses.
+    pub(crate) fn try_acquire(self: &Arc<Self>, pool: usize, need: Need) -> Option<Permit> {
         let mut st = self.state.lock();
+        let yields =
+            need == Need::Standby && st.pressing.iter().enumerate().any(|(i, &p)| p && i != pool);
         let granted = if st.used[pool] < st.reserve[pool] {
             true
-        } else if st.shared_used < st.shared_cap {
+        } else if st.shared_used < st.shared_cap && !yields {
             st.shared_used += 1;
             true
         } else {
@@ -119,17 +144,30 @@ impl Budget {
             });
         }
         st.refusals += 1;
-        let first_refusal = !st.waiting.contains(&pool);
-        if first_refusal {
+        if !st.waiting.contains(&pool) {
             st.waiting.push(pool);
         }
+        let press = need == Need::Demand && !st.pressed.contains(&pool);
+        if need == Need::Demand {
+            st.pressing[pool] = true;
+        }
+        if press {
+            st.pressed.push(pool);
+        }
         drop(st);
-        if first_refusal {
+        if press {
             if let Some(hook) = self.pressure.lock().as_ref() {
                 hook(pool);
             }
         }
         None
+    }
+
+    /// `pool` has no demand the budget refused (any more): standby may have the shared
+    /// part again.
+    pub(crate) fn settle(&self, pool: usize) {
+        let mut st = self.state.lock();
+        st.pressing[pool] = false;
     }
 
     fn release(&self, pool: usize) {
@@ -139,6 +177,7 @@ impl Budget {
             st.shared_used -= 1;
         }
         let waiting = std::mem::take(&mut st.waiting);
+        st.pressed.clear();
         drop(st);
         if waiting.is_empty() {
             return;
@@ -192,19 +231,23 @@ mod tests {
     fn reserves_are_always_available_and_total_never_exceeds_max() {
         let b = Budget::new(5, vec![2, 0, 1]);
         // Pool 1 (no reserve) takes the whole shared part.
-        let shared: Vec<_> = (0..2).map(|_| b.try_acquire(1).unwrap()).collect();
-        assert!(b.try_acquire(1).is_none());
+        let shared: Vec<_> = (0..2)
+            .map(|_| b.try_acquire(1, Need::Demand).unwrap())
+            .collect();
+        assert!(b.try_acquire(1, Need::Demand).is_none());
         // Reserves still hold.
-        let r0: Vec<_> = (0..2).map(|_| b.try_acquire(0).unwrap()).collect();
-        let r2 = b.try_acquire(2).unwrap();
-        assert!(b.try_acquire(0).is_none());
-        assert!(b.try_acquire(2).is_none());
+        let r0: Vec<_> = (0..2)
+            .map(|_| b.try_acquire(0, Need::Demand).unwrap())
+            .collect();
+        let r2 = b.try_acquire(2, Need::Demand).unwrap();
+        assert!(b.try_acquire(0, Need::Demand).is_none());
+        assert!(b.try_acquire(2, Need::Demand).is_none());
         assert_eq!(b.snapshot().in_use, 5);
         assert_eq!(b.waiting(), vec![1, 0, 2]);
         drop(shared);
         assert_eq!(b.snapshot().in_use, 3);
         // Now pool 0 can go beyond its reserve through the shared part.
-        let extra = b.try_acquire(0).unwrap();
+        let extra = b.try_acquire(0, Need::Demand).unwrap();
         // Dropping a reserved permit of pool 0 while it is above reserve frees shared room.
         drop(r0);
         assert_eq!(b.used_by(0), (1, 2));
@@ -223,8 +266,18 @@ mod tests {
             if rng.bool() && !held.is_empty() {
                 let i = rng.usize(..held.len());
                 held.swap_remove(i);
-            } else if let Some(p) = b.try_acquire(rng.usize(..4)) {
-                held.push(p);
+            } else {
+                let need = if rng.bool() {
+                    Need::Demand
+                } else {
+                    Need::Standby
+                };
+                if let Some(p) = b.try_acquire(rng.usize(..4), need) {
+                    held.push(p);
+                }
+            }
+            if rng.u8(..10) == 0 {
+                b.settle(rng.usize(..4));
             }
             let snap = b.snapshot();
             assert!(snap.in_use <= 6);
@@ -233,9 +286,38 @@ mod tests {
             for (pool, &r) in reserves.iter().enumerate() {
                 let (used, _) = b.used_by(pool);
                 if used < r {
-                    assert!(b.try_acquire(pool).is_some());
+                    assert!(b.try_acquire(pool, Need::Demand).is_some());
                 }
             }
         }
+    }
+
+    #[test]
+    fn standby_yields_the_shared_part_to_a_pool_that_presses_and_never_presses_itself() {
+        let b = Budget::new(2, vec![1, 0]);
+        let hooked = Arc::new(Mutex::new(Vec::new()));
+        let h = hooked.clone();
+        b.set_pressure_hook(Box::new(move |pool| h.lock().push(pool)));
+        let reserved = b.try_acquire(0, Need::Standby).unwrap();
+        let shared = b.try_acquire(0, Need::Standby).unwrap();
+        // Standby refused: remembered as waiting, but no pressure.
+        assert!(b.try_acquire(0, Need::Standby).is_none());
+        assert!(hooked.lock().is_empty());
+        // Demand refused: pressure, once until budget comes back.
+        assert!(b.try_acquire(1, Need::Demand).is_none());
+        assert!(b.try_acquire(1, Need::Demand).is_none());
+        assert_eq!(*hooked.lock(), vec![1]);
+        // The shared permit comes back: pool 0's standby may not take it while pool 1
+        // presses, pool 1's demand may.
+        drop(shared);
+        assert!(b.try_acquire(0, Need::Standby).is_none());
+        let taken = b.try_acquire(1, Need::Demand).unwrap();
+        drop(taken);
+        // Settled: standby may have the shared part again.
+        b.settle(1);
+        let again = b.try_acquire(0, Need::Standby).unwrap();
+        assert_eq!(b.used_by(0), (2, 1));
+        drop((reserved, again));
+        assert_eq!(b.snapshot().in_use, 0);
     }
 }

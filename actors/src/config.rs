@@ -61,7 +61,9 @@ pub enum SharePolicy {
 pub struct PoolConfig {
     /// Most connections this pool keeps open (idle + lent + being opened). At least 1.
     pub max_size: usize,
-    /// Idle connections the pool keeps ready; refilled by the health check.
+    /// Idle connections the pool keeps ready, within the global budget. Callers come
+    /// first: beyond its `reserve`, a pool refills `min_idle` only while no other pool's
+    /// callers wait for budget, and gives up idle connections to them.
     pub min_idle: usize,
     /// Longest a checkout waits for a connection.
     #[serde(with = "crate::serde_duration")]

@@ -137,3 +137,38 @@ async fn idle_connections_of_another_pool_are_reclaimed_for_a_waiting_pool() {
     drop((b1, b2));
     sup.shutdown().await.unwrap();
 }
+
+/// A pool holding `min_idle` idle connections gives them up to another pool's callers,
+/// and does not take them back to refill `min_idle` while those callers wait.
+#[tokio::test]
+async fn callers_of_one_pool_get_another_pools_standby_connections_once() {
+    let (a_mock, b_mock) = (MockManager::new(), MockManager::new());
+    let sup = Supervisor::builder()
+        .max_connections(2)
+        .pool(
+            "a",
+            a_mock.clone(),
+            PoolConfig::default().max_size(2).min_idle(2),
+        )
+        .pool("b", b_mock.clone(), PoolConfig::default().max_size(2))
+        .start()
+        .await
+        .unwrap();
+    let b = sup.pool::<MockManager>("b").unwrap();
+    // b's boot probe took one of a's; b's callers need both.
+    let (b1, b2) = tokio::join!(b.checkout(), b.checkout());
+    let held = (b1.unwrap(), b2.unwrap());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let m = sup.metrics().await.unwrap();
+    let a = m.pools.iter().find(|p| p.name == "a").unwrap();
+    let b_snap = m.pools.iter().find(|p| p.name == "b").unwrap();
+    assert_eq!((a.open, b_snap.open), (0, 2));
+    assert!(a.connects_ok <= 3, "a opened {} connections", a.connects_ok);
+    assert!(
+        b_snap.connects_ok <= 3,
+        "b opened {} connections",
+        b_snap.connects_ok
+    );
+    drop(held);
+    sup.shutdown().await.unwrap();
+}

@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use super::shared::PoolShared;
 use super::stats::CloseReason;
 use super::status::{Admin, Health};
+use crate::budget::Need;
 use crate::clock::{self, Instant};
 use crate::error::CheckoutError;
 use crate::event::EventKind;
@@ -178,8 +179,10 @@ impl<M: ManageConnection> PoolState<M> {
         let shared = &self.shared;
         let wanted = shared.config.min_idle.max(1).min(shared.config.max_size);
         let mut tasks = tokio::task::JoinSet::new();
-        for _ in 0..wanted {
-            let Some(permit) = shared.budget.try_acquire(shared.index) else {
+        for i in 0..wanted {
+            // The first is the probe that tells Up from Down; the rest are standby.
+            let need = if i == 0 { Need::Demand } else { Need::Standby };
+            let Some(permit) = shared.budget.try_acquire(shared.index, need) else {
                 break;
             };
             shared.state.lock().connecting += 1;
@@ -275,38 +278,50 @@ impl<M: ManageConnection> PoolState<M> {
     }
 
     /// Opens as many connections as waiters and `min_idle` need, within `max_size` and
-    /// the global budget. While Down, one probe at a time, paced by the backoff.
+    /// the global budget; the waiters' (demand) first, then `min_idle`'s (standby). While
+    /// Down, one probe at a time, paced by the backoff.
     fn reconcile(&mut self, myself: &ActorRef<PoolMsg>) {
         let shared = self.shared.clone();
         let now = clock::now();
-        let wanted = {
+        let (demand, wanted) = {
             let mut st = shared.state.lock();
             st.nudged = false;
             if st.admin != Admin::Running || self.retry_at.is_some_and(|t| now < t) {
-                return;
-            }
-            let room = st.max_size.saturating_sub(st.open + st.connecting);
-            let wanted = if st.health == Health::Down {
-                usize::from(st.connecting == 0)
+                (0, 0)
             } else {
-                let have = st.idle.len() + st.connecting + st.validating;
-                let shared_demand = st.shared_waiters.live().div_ceil(shared.config.max_shares);
-                (st.waiters.live() + shared_demand + shared.config.min_idle).saturating_sub(have)
-            };
-            wanted.min(room)
+                let room = st.max_size.saturating_sub(st.open + st.connecting);
+                let (demand, wanted) = if st.health == Health::Down {
+                    let probe = usize::from(st.connecting == 0);
+                    (probe, probe)
+                } else {
+                    let have = st.idle.len() + st.connecting + st.validating;
+                    let shared_demand = st.shared_waiters.live().div_ceil(shared.config.max_shares);
+                    let callers = st.waiters.live() + shared_demand;
+                    (
+                        callers.saturating_sub(have),
+                        (callers + shared.config.min_idle).saturating_sub(have),
+                    )
+                };
+                (demand.min(room), wanted.min(room))
+            }
         };
-        if wanted == 0 {
-            return;
-        }
         let mut permits = Vec::with_capacity(wanted);
-        for _ in 0..wanted {
-            match shared.budget.try_acquire(shared.index) {
+        for i in 0..wanted {
+            let need = if i < demand {
+                Need::Demand
+            } else {
+                Need::Standby
+            };
+            match shared.budget.try_acquire(shared.index, need) {
                 Some(p) => permits.push(p),
                 None => {
                     self.budget_exhausted(now);
                     break;
                 }
             }
+        }
+        if permits.len() >= demand {
+            shared.budget.settle(shared.index);
         }
         if permits.is_empty() {
             return;
@@ -449,5 +464,7 @@ impl<M: ManageConnection> Drop for PoolState<M> {
         if let Some(t) = self.ticker.take() {
             t.abort();
         }
+        // A stopped pool presses no more; a restarted one presses again if it must.
+        self.shared.budget.settle(self.shared.index);
     }
 }

@@ -312,7 +312,7 @@ impl SupState {
         }
     }
 
-    /// A pool was refused budget: ask the pool with the most idle connections above its
+    /// A pool was refused budget for its callers: ask the pool with the most idle connections above its
     /// reserve to close one.
     fn relieve(&mut self, wanting: usize) {
         let victim = self
