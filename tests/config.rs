@@ -155,6 +155,7 @@ fn invalid_documents_name_the_key_and_the_value() {
         (pool("validation = { if_idle_for = \"0s\" }"), "pools.db.validation"),
         (pool("max_sise = 4"), "unknown field: found `max_sise`"),
         (pool("reserve = 9\nmax_size = 10\n[supervisor]\nmax_connections = 5"), "supervisor.max_connections: 5: the pools' reserves add up to 9"),
+        (pool("min_idle = 6\nreserve = 2\n[supervisor]\nmax_connections = 5"), "supervisor.max_connections: 5: the pools' min_idle (or reserve, where larger) add up to 6"),
         ("[pools.db]\nkind = \"postgres\"\nurl = \"mysql://u:hunter2@h/x\"\n".into(), "pools.db.url: invalid postgres URL"),
         ("[pools.db]\nkind = \"postgres\"\nurl = \"postgres://u:hunter2@h:port/x\"\n".into(), "pools.db.url"),
         ("[pools.c]\nkind = \"redis\"\nurl = \"redis://:hunter2@h:notaport\"\n".into(), "pools.c.url: invalid redis URL"),

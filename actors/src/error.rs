@@ -146,6 +146,18 @@ pub enum StartError {
         /// The global budget.
         max_connections: usize,
     },
+    /// The budget cannot hold every pool's `min_idle` at once: each pool needs the larger
+    /// of its `min_idle` and its `reserve`, and those add up to more than the budget.
+    #[error(
+        "min_idle and reserves need {needed} connections at once, more than max_connections \
+         {max_connections}"
+    )]
+    MinIdleExceedsBudget {
+        /// Σ max(min_idle, reserve) over the pools.
+        needed: usize,
+        /// The global budget.
+        max_connections: usize,
+    },
     /// `fail_fast` is set and a pool could not connect at boot.
     #[error("pool `{pool}` is down at boot: {cause}")]
     PoolDown {

@@ -210,6 +210,21 @@ async fn start_rejects_bad_configuration_naming_pool_and_field() {
             max_connections: 3
         }
     );
+    // Each pool needs the larger of its min_idle and reserve: 2 + 2 > 3.
+    let err = Supervisor::builder()
+        .max_connections(3)
+        .pool("a", m(), PoolConfig::default().min_idle(2).reserve(1))
+        .pool("b", m(), PoolConfig::default().reserve(2))
+        .start()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        StartError::MinIdleExceedsBudget {
+            needed: 4,
+            max_connections: 3
+        }
+    );
     let err = Supervisor::builder()
         .max_connections(0)
         .start()

@@ -393,6 +393,19 @@ impl Config {
                 format!("{budget}: the pools' reserves add up to {reserved}"),
             ));
         }
+        let needed: usize = self
+            .pools
+            .iter()
+            .map(|p| p.settings.min_idle.max(p.settings.reserve))
+            .sum();
+        if needed > budget && !self.pools.is_empty() {
+            return Err(ConfigError::new(
+                "supervisor.max_connections",
+                format!(
+                    "{budget}: the pools' min_idle (or reserve, where larger) add up to {needed}"
+                ),
+            ));
+        }
         Ok(())
     }
 

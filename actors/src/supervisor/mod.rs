@@ -393,6 +393,17 @@ impl SupervisorBuilder {
                 max_connections: max,
             });
         }
+        let needed = self
+            .pools
+            .iter()
+            .map(|p| p.config.min_idle.max(p.config.reserve))
+            .sum();
+        if needed > max {
+            return Err(StartError::MinIdleExceedsBudget {
+                needed,
+                max_connections: max,
+            });
+        }
         Ok(max)
     }
 
