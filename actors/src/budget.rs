@@ -11,9 +11,9 @@
 //! Demand before standby: a pool asks for a permit either for callers ([`Need::Demand`])
 //! or to keep `min_idle` connections ready ([`Need::Standby`]). Only a refused demand
 //! presses (the supervisor then has another pool give up an idle connection), and while
-//! a pool presses, no other pool takes the shared part for standby. Otherwise two pools
-//! whose `min_idle` the budget cannot hold both would take each other's connections in
-//! turn, opening and reclaiming them as fast as the servers allow.
+//! a pool presses, no other pool takes the shared part for standby. Otherwise a pool
+//! refilling `min_idle` takes back the connections reclaimed for another pool's callers,
+//! and they time out.
 
 use std::sync::{Arc, Weak};
 
