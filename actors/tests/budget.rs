@@ -172,3 +172,27 @@ async fn callers_of_one_pool_get_another_pools_standby_connections_once() {
     drop(held);
     sup.shutdown().await.unwrap();
 }
+
+/// A pool whose boot probe found the budget spent by another pool's `min_idle` probes
+/// with the connection that pool gives up, instead of the other pool taking it back.
+#[tokio::test(start_paused = true)]
+async fn a_pool_booted_into_a_spent_budget_probes_with_the_reclaimed_connection() {
+    let sup = Supervisor::builder()
+        .max_connections(2)
+        .pool(
+            "a",
+            MockManager::new(),
+            PoolConfig::default().max_size(2).min_idle(2),
+        )
+        .pool("b", MockManager::new(), PoolConfig::default().max_size(2))
+        .start()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let m = sup.metrics().await.unwrap();
+    let (a, b) = (&m.pools[0], &m.pools[1]);
+    assert_eq!((a.name.as_str(), b.name.as_str()), ("a", "b"));
+    assert_eq!((a.open, b.open), (1, 1));
+    assert_eq!((a.connects_ok, b.connects_ok), (2, 1));
+    sup.shutdown().await.unwrap();
+}

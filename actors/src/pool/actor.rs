@@ -69,6 +69,8 @@ pub(crate) struct PoolState<M: ManageConnection> {
     retry_at: Option<Instant>,
     last_health_check: Instant,
     last_budget_event: Option<Instant>,
+    /// The boot probe found the budget spent: probe as soon as a permit can be had.
+    unprobed: bool,
     ticker: Option<JoinHandle<()>>,
 }
 
@@ -110,6 +112,7 @@ impl<M: ManageConnection> Actor for PoolActor<M> {
             retry_at: None,
             last_health_check: clock::now(),
             last_budget_event: None,
+            unprobed: false,
             ticker: None,
         };
         if args.boot {
@@ -174,7 +177,9 @@ impl<M: ManageConnection> Actor for PoolActor<M> {
 
 impl<M: ManageConnection> PoolState<M> {
     /// First connects at boot: `min_idle` of them (one probe if `min_idle` is 0), each
-    /// bounded by `connect_timeout`, concurrently. The pool starts Up if any succeeds.
+    /// bounded by `connect_timeout`, concurrently. The pool starts Up if any succeeds, or
+    /// if the budget had no permit for the probe: then it probes as soon as it gets one
+    /// (`unprobed`; the probe presses like callers do).
     async fn boot(&mut self) {
         let shared = &self.shared;
         let wanted = shared.config.min_idle.max(1).min(shared.config.max_size);
@@ -183,6 +188,7 @@ impl<M: ManageConnection> PoolState<M> {
             // The first is the probe that tells Up from Down; the rest are standby.
             let need = if i == 0 { Need::Demand } else { Need::Standby };
             let Some(permit) = shared.budget.try_acquire(shared.index, need) else {
+                self.unprobed = i == 0;
                 break;
             };
             shared.state.lock().connecting += 1;
@@ -229,6 +235,7 @@ impl<M: ManageConnection> PoolState<M> {
 
     fn connect_done(&mut self, myself: &ActorRef<PoolMsg>, result: Result<(), Arc<str>>) {
         let shared = self.shared.clone();
+        self.unprobed = false;
         match result {
             Ok(()) => {
                 self.failures = 0;
@@ -297,9 +304,12 @@ impl<M: ManageConnection> PoolState<M> {
                     let have = st.idle.len() + st.connecting + st.validating;
                     let shared_demand = st.shared_waiters.live().div_ceil(shared.config.max_shares);
                     let callers = st.waiters.live() + shared_demand;
+                    let probe = usize::from(self.unprobed && st.open + st.connecting == 0);
                     (
-                        callers.saturating_sub(have),
-                        (callers + shared.config.min_idle).saturating_sub(have),
+                        callers.saturating_sub(have).max(probe),
+                        (callers + shared.config.min_idle)
+                            .saturating_sub(have)
+                            .max(probe),
                     )
                 };
                 (demand.min(room), wanted.min(room))
