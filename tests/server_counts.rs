@@ -224,8 +224,15 @@ async fn budget_and_reserves_hold_for_three_pools_under_200_tasks() {
     let snap = sup.metrics().await.unwrap();
     sup.shutdown().await.unwrap();
     let checkouts: u64 = snap.pools.iter().map(|p| p.checkouts.ok).sum();
+    let moved: u64 = snap
+        .pools
+        .iter()
+        .flat_map(|p| &p.closes)
+        .filter(|(reason, _)| *reason == poolvisor::CloseReason::Reclaimed)
+        .map(|(_, n)| n)
+        .sum();
     let (max_total, max_pg, samples) = *worst.lock();
-    eprintln!("servers: at most {max_total} of {BUDGET} ({max_pg} PostgreSQL) over {samples} samples, {checkouts} checkouts");
+    eprintln!("servers: at most {max_total} of {BUDGET} ({max_pg} PostgreSQL) over {samples} samples, {checkouts} checkouts, {moved} connections given up to another pool");
     assert!(checkouts >= 100_000, "{checkouts} checkouts");
     assert!(samples >= 20, "{samples} samples");
     assert!(

@@ -10,10 +10,11 @@
 //!
 //! Demand before standby: a pool asks for a permit either for callers ([`Need::Demand`])
 //! or to keep `min_idle` connections ready ([`Need::Standby`]). Only a refused demand
-//! presses (the supervisor then has another pool give up an idle connection), and while
-//! a pool presses, no other pool takes the shared part for standby. Otherwise a pool
-//! refilling `min_idle` takes back the connections reclaimed for another pool's callers,
-//! and they time out.
+//! presses: the supervisor then has another pool give up a connection (an idle one, or
+//! a busy one from a pool holding two more of the shared part). While a pool presses, no
+//! other pool takes the shared part for standby, nor for demand if it holds more of the
+//! shared part than the pressing pool. So a permit given up reaches the callers it was
+//! given up for, instead of a pool refilling `min_idle` or the pool that gave it up.
 
 use std::sync::{Arc, Weak};
 
@@ -57,6 +58,25 @@ struct BudgetState {
     pressing: Vec<bool>,
     peak: usize,
     refusals: u64,
+}
+
+impl BudgetState {
+    /// Permits `pool` holds beyond its reserve: its part of the shared part.
+    fn above_reserve(&self, pool: usize) -> usize {
+        self.used[pool].saturating_sub(self.reserve[pool])
+    }
+
+    /// Whether `pool` must leave the shared part to another pool that presses: always for
+    /// standby; for demand, to a pool holding less of it. (Granted, that permit would
+    /// put `pool` two above the other, and the supervisor would move it back.)
+    fn yields(&self, pool: usize, need: Need) -> bool {
+        let mine = self.above_reserve(pool);
+        (0..self.used.len()).any(|other| {
+            other != pool
+                && self.pressing[other]
+                && (need == Need::Standby || self.above_reserve(other) < mine)
+        })
+    }
 }
 
 /// One connection's share of the budget; gives it back when dropped.
@@ -124,11 +144,9 @@ impl Budget {
     /// demand also presses). Standby gets the shared part only while no other pool presses.
     pub(crate) fn try_acquire(self: &Arc<Self>, pool: usize, need: Need) -> Option<Permit> {
         let mut st = self.state.lock();
-        let yields =
-            need == Need::Standby && st.pressing.iter().enumerate().any(|(i, &p)| p && i != pool);
         let granted = if st.used[pool] < st.reserve[pool] {
             true
-        } else if st.shared_used < st.shared_cap && !yields {
+        } else if st.shared_used < st.shared_cap && !st.yields(pool, need) {
             st.shared_used += 1;
             true
         } else {
@@ -167,7 +185,13 @@ impl Budget {
     /// part again.
     pub(crate) fn settle(&self, pool: usize) {
         let mut st = self.state.lock();
-        st.pressing[pool] = false;
+        if !std::mem::take(&mut st.pressing[pool]) {
+            return;
+        }
+        // Pools it held back may go ahead.
+        let waiting = std::mem::take(&mut st.waiting);
+        drop(st);
+        self.wake(waiting);
     }
 
     fn release(&self, pool: usize) {
@@ -179,6 +203,11 @@ impl Budget {
         let waiting = std::mem::take(&mut st.waiting);
         st.pressed.clear();
         drop(st);
+        self.wake(waiting);
+    }
+
+    /// Tells `waiting` pools that budget may be free again.
+    fn wake(&self, waiting: Vec<usize>) {
         if waiting.is_empty() {
             return;
         }
@@ -318,6 +347,31 @@ mod tests {
         let again = b.try_acquire(0, Need::Standby).unwrap();
         assert_eq!(b.used_by(0), (2, 1));
         drop((reserved, again));
+        assert_eq!(b.snapshot().in_use, 0);
+    }
+
+    #[test]
+    fn a_freed_permit_goes_to_the_pressing_pool_with_the_smaller_share() {
+        let b = Budget::new(5, vec![1, 0]);
+        let r = b.try_acquire(0, Need::Demand).unwrap();
+        let mut zero: Vec<_> = (0..3)
+            .map(|_| b.try_acquire(0, Need::Demand).unwrap())
+            .collect();
+        let one = b.try_acquire(1, Need::Demand).unwrap();
+        // Both press; pool 0 holds 3 of the shared part (beyond its reserve), pool 1 one.
+        assert!(b.try_acquire(0, Need::Demand).is_none());
+        assert!(b.try_acquire(1, Need::Demand).is_none());
+        drop(zero.pop());
+        // Pool 0 holds 2 of it now: with this one it would be two above pool 1, so it is
+        // pool 1's.
+        assert!(b.try_acquire(0, Need::Demand).is_none());
+        let two = b.try_acquire(1, Need::Demand).unwrap();
+        assert_eq!((b.used_by(0), b.used_by(1)), ((3, 1), (2, 0)));
+        // Pool 1 settled: pool 0 may take what comes back.
+        b.settle(1);
+        drop(two);
+        let again = b.try_acquire(0, Need::Demand).unwrap();
+        drop((r, zero, one, again));
         assert_eq!(b.snapshot().in_use, 0);
     }
 }

@@ -77,7 +77,8 @@ pub enum EventKind {
         /// The global budget.
         max_connections: usize,
     },
-    /// The pool closed an idle connection so that another pool could use the budget.
+    /// The pool gave a connection's budget to another pool's callers: it closed an idle
+    /// one, or will close the next one returned.
     ConnectionReclaimed,
     /// An operator paused the pool.
     Paused,

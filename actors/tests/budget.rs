@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::next_event;
 use poolvisor_actors::testing::MockManager;
-use poolvisor_actors::{PoolConfig, Supervisor};
+use poolvisor_actors::{CloseReason, PoolConfig, Supervisor};
 
 /// 3 pools, 60 tasks on a multi-thread runtime, a budget smaller than the pools' sum:
 /// the most connections ever open at once (counted by the managers themselves, sampled
@@ -194,5 +194,75 @@ async fn a_pool_booted_into_a_spent_budget_probes_with_the_reclaimed_connection(
     assert_eq!((a.name.as_str(), b.name.as_str()), ("a", "b"));
     assert_eq!((a.open, b.open), (1, 1));
     assert_eq!((a.connects_ok, b.connects_ok), (2, 1));
+    sup.shutdown().await.unwrap();
+}
+
+/// A pool whose callers keep every connection busy gives connections up to another
+/// pool's callers when the budget is spent, down to an even split (as even as an odd
+/// budget allows), and the two do not pass connections back and forth.
+#[tokio::test(start_paused = true)]
+async fn busy_pools_split_a_spent_budget_evenly_without_passing_connections_back_and_forth() {
+    let cfg = PoolConfig::default()
+        .max_size(5)
+        .checkout_timeout(Duration::from_secs(1));
+    let sup = Supervisor::builder()
+        .max_connections(5)
+        .pool("a", MockManager::new(), cfg.clone())
+        .pool("b", MockManager::new(), cfg)
+        .start()
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let run = |name: &str, tasks: usize, after: Duration| {
+        let pool = sup.pool::<MockManager>(name).unwrap();
+        (0..tasks)
+            .map(|_| {
+                let pool = pool.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(after).await;
+                    let until = tokio::time::Instant::now() + Duration::from_secs(3);
+                    let mut ops = 0u64;
+                    while tokio::time::Instant::now() < until {
+                        let conn = pool.checkout().await.expect("checkout");
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        drop(conn);
+                        ops += 1;
+                    }
+                    ops
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    let reclaimed = |m: &poolvisor_actors::MetricsSnapshot| -> Vec<u64> {
+        m.pools
+            .iter()
+            .map(|p| {
+                p.closes
+                    .iter()
+                    .find(|(r, _)| *r == CloseReason::Reclaimed)
+                    .unwrap()
+                    .1
+            })
+            .collect()
+    };
+    // a's eight callers take the whole budget; b's four arrive a second later.
+    let a = run("a", 8, Duration::ZERO);
+    let b = run("b", 4, Duration::from_secs(1));
+    for at in [2000, 2500] {
+        tokio::time::sleep_until(started + Duration::from_millis(at)).await;
+        let m = sup.metrics().await.unwrap();
+        assert_eq!(
+            (m.pools[0].open, m.pools[1].open),
+            (3, 2),
+            "the split at {at} ms"
+        );
+        // b gave up the idle connection of its boot probe when a's callers came; a gave
+        // up two busy ones when b's came; nothing moved after.
+        assert_eq!(reclaimed(&m), vec![2, 1], "connections given up at {at} ms");
+    }
+    for task in a.into_iter().chain(b) {
+        assert!(task.await.unwrap() > 100);
+    }
+    assert!(sup.budget().peak <= 5);
     sup.shutdown().await.unwrap();
 }

@@ -439,18 +439,25 @@ impl<M: ManageConnection> PoolState<M> {
         }
     }
 
+    /// The supervisor asks for a connection's budget for another pool's callers: close
+    /// the least recently used idle connection, or, with none idle, the next one lent
+    /// that comes back. Never below `reserve`.
     fn reclaim(&mut self) {
         let shared = &self.shared;
         let (used, reserve) = shared.budget.used_by(shared.index);
-        if used <= reserve {
-            return;
-        }
         let conn = {
             let mut st = shared.state.lock();
-            if st.idle.is_empty() {
+            if used <= reserve + st.owed {
                 return;
             }
-            // The least recently used.
+            if st.idle.is_empty() {
+                if st.owed < st.lent {
+                    st.owed += 1;
+                    drop(st);
+                    shared.emit(EventKind::ConnectionReclaimed);
+                }
+                return;
+            }
             st.idle.remove(0)
         };
         shared.close(conn, CloseReason::Reclaimed);

@@ -63,6 +63,9 @@ pub(crate) struct State<C: Send + 'static> {
     pub(crate) connecting: usize,
     pub(crate) validating: usize,
     pub(crate) max_size: usize,
+    /// Lent connections to close when they come back, their budget going to another
+    /// pool's callers (the supervisor asked: `PoolState::reclaim`).
+    pub(crate) owed: usize,
     pub(crate) admin: Admin,
     pub(crate) health: Health,
     pub(crate) down_since: Option<Instant>,
@@ -207,6 +210,7 @@ impl<M: ManageConnection> PoolShared<M> {
             lent: 0,
             keep_alive: None,
             max_size: config.max_size,
+            owed: 0,
             admin: Admin::Running,
             health: Health::Up,
             down_since: None,
@@ -562,9 +566,15 @@ impl<M: ManageConnection> PoolShared<M> {
                 return Handed::Close(conn);
             }
         }
-        if st.open > st.max_size {
+        if st.open > st.max_size || st.owed > 0 {
+            let reason = if st.open > st.max_size {
+                CloseReason::Resized
+            } else {
+                st.owed -= 1;
+                CloseReason::Reclaimed
+            };
             st.open -= 1;
-            st.stats.closed(CloseReason::Resized);
+            st.stats.closed(reason);
             return Handed::Close(conn);
         }
         // (`live` first: the common return finds nobody waiting.)

@@ -20,7 +20,7 @@ pub enum CloseReason {
     Broken,
     /// Failed validation.
     Validation,
-    /// Closed to give the budget to another pool.
+    /// Closed to give the budget to another pool's callers: idle, or on its return.
     Reclaimed,
     /// Closed by a drain or shutdown.
     Shutdown,

@@ -312,23 +312,32 @@ impl SupState {
         }
     }
 
-    /// A pool was refused budget for its callers: ask the pool with the most idle connections above its
-    /// reserve to close one.
+    /// A pool was refused budget for its callers: ask the pool with the most idle
+    /// connections above its reserve to close one; with none idle anywhere, the pool
+    /// holding the most of the shared part, if it holds at least two more of it than the
+    /// one refused, to close the next one it gets back. (Busy connections move only from
+    /// a larger share to a smaller one and never reverse the order, and the budget gives
+    /// a freed permit to the smaller share first, so busy pools settle at about even
+    /// shares instead of passing connections back and forth.)
     fn relieve(&mut self, wanting: usize) {
-        let victim = self
-            .slots
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| *i != wanting)
-            .filter(|(i, _)| {
-                let (used, reserve) = self.budget.used_by(*i);
-                used > reserve
-            })
-            .map(|(i, s)| (i, s.control.idle()))
+        let share = |i| {
+            let (used, reserve) = self.budget.used_by(i);
+            used.saturating_sub(reserve)
+        };
+        let others = || (0..self.slots.len()).filter(|&i| i != wanting && share(i) > 0);
+        let idle = others()
+            .map(|i| (i, self.slots[i].control.idle()))
             .filter(|(_, idle)| *idle > 0)
             .max_by_key(|(_, idle)| *idle);
-        if let Some((i, _)) = victim {
-            if let Some(actor) = &self.slots[i].actor {
+        let busy = || {
+            let floor = share(wanting) + 1;
+            others()
+                .map(|i| (i, share(i)))
+                .filter(|(_, n)| *n > floor)
+                .max_by_key(|(_, n)| *n)
+        };
+        if let Some((victim, _)) = idle.or_else(busy) {
+            if let Some(actor) = &self.slots[victim].actor {
                 let _ = actor.cast(PoolMsg::Reclaim);
             }
         }
