@@ -567,15 +567,7 @@ impl<M: ManageConnection> PoolShared<M> {
             }
         }
         if st.open > st.max_size || st.owed > 0 {
-            let reason = if st.open > st.max_size {
-                CloseReason::Resized
-            } else {
-                st.owed -= 1;
-                CloseReason::Reclaimed
-            };
-            st.open -= 1;
-            st.stats.closed(reason);
-            return Handed::Close(conn);
+            return shrink(st, conn);
         }
         // (`live` first: the common return finds nobody waiting.)
         if st.shared_waiters.live() > 0 && shared_turn(st) {
@@ -974,13 +966,22 @@ impl<M: ManageConnection> PoolShared<M> {
     }
 }
 
-/// At the end of a return's critical section (lock held), which just took a connection
-/// off `lent`: what keeps the pool alive for the rest of that return, since its
-/// connection no longer does. Once nothing is lent, the pool's `keep_alive` itself;
-/// else, if the return will touch the pool again (`again`: to close the connection or
-/// wake a drain), a clone of it, since other guards may take `lent` to zero and free
-/// the pool meanwhile; else nothing (the common return, which does not touch the pool
-/// after the lock, pays no reference count).
+/// A connection comes back to a pool above its `max_size` (resized) or owing a
+/// connection's budget to another pool (`owed`): it is closed (lock held).
+#[cold]
+#[inline(never)]
+fn shrink<C: Send + 'static>(st: &mut State<C>, conn: Conn<C>) -> Handed<C> {
+    let reason = if st.open > st.max_size {
+        CloseReason::Resized
+    } else {
+        st.owed -= 1;
+        CloseReason::Reclaimed
+    };
+    st.open -= 1;
+    st.stats.closed(reason);
+    Handed::Close(conn)
+}
+
 /// Whether the oldest shared waiter came before the oldest exclusive one (lock held;
 /// some shared checkout waits): then a connection coming back is theirs.
 pub(crate) fn shared_turn<C: Send + 'static>(st: &mut State<C>) -> bool {
@@ -991,6 +992,13 @@ pub(crate) fn shared_turn<C: Send + 'static>(st: &mut State<C>) -> bool {
     }
 }
 
+/// At the end of a return's critical section (lock held), which just took a connection
+/// off `lent`: what keeps the pool alive for the rest of that return, since its
+/// connection no longer does. Once nothing is lent, the pool's `keep_alive` itself;
+/// else, if the return will touch the pool again (`again`: to close the connection or
+/// wake a drain), a clone of it, since other guards may take `lent` to zero and free
+/// the pool meanwhile; else nothing (the common return, which does not touch the pool
+/// after the lock, pays no reference count).
 fn hold_pool<C: Send + 'static>(st: &mut State<C>, again: bool) -> Option<KeepAlive> {
     if st.lent == 0 {
         st.keep_alive.take()
