@@ -424,7 +424,7 @@ async fn bench_loads_each_backend_compares_with_no_pool_and_recommends_a_size() 
         ),
         (
             vec!["--pool", "db", "--op", "select1", "--tasks", "0"],
-            "--tasks must be at least 1",
+            "--tasks must be greater than zero",
         ),
     ] {
         let (code, _, stderr) = run(args).await.unwrap();

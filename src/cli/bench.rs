@@ -106,7 +106,7 @@ pub enum BenchError {
         needs: &'static str,
     },
     /// `--tasks 0` or a zero duration.
-    #[error("{0} must be at least 1")]
+    #[error("{0} must be greater than zero")]
     Zero(&'static str),
     /// The pool could not start (its message has no password).
     #[error("{0}")]
