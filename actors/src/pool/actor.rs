@@ -23,6 +23,9 @@ use crate::ticker::tick;
 /// First retry delay after a failed connect; doubles up to `BACKOFF_MAX`, with jitter.
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Shortest interval between two probes of a Down pool that press for budget (have
+/// another pool give up a connection); the probes between take only free budget.
+const PROBE_PRESSES_EVERY: Duration = Duration::from_secs(10);
 /// Shortest interval between two `BudgetExhausted` events of one pool.
 const BUDGET_EVENT_EVERY: Duration = Duration::from_secs(1);
 
@@ -71,6 +74,8 @@ pub(crate) struct PoolState<M: ManageConnection> {
     last_budget_event: Option<Instant>,
     /// The boot probe found the budget spent: probe as soon as a permit can be had.
     unprobed: bool,
+    /// When a probe of this Down pool last pressed for budget.
+    probe_pressed: Option<Instant>,
     ticker: Option<JoinHandle<()>>,
 }
 
@@ -113,6 +118,7 @@ impl<M: ManageConnection> Actor for PoolActor<M> {
             last_health_check: clock::now(),
             last_budget_event: None,
             unprobed: false,
+            probe_pressed: None,
             ticker: None,
         };
         if args.boot {
@@ -299,7 +305,15 @@ impl<M: ManageConnection> PoolState<M> {
                 let room = st.max_size.saturating_sub(st.open + st.connecting);
                 let (demand, wanted) = if st.health == Health::Down {
                     let probe = usize::from(st.connecting == 0);
-                    (probe, probe)
+                    // Each pressing probe costs another pool a connection while the
+                    // budget is spent: not every backoff step, which is a second at most.
+                    let press = self
+                        .probe_pressed
+                        .is_none_or(|t| now.saturating_duration_since(t) >= PROBE_PRESSES_EVERY);
+                    if probe == 1 && press {
+                        self.probe_pressed = Some(now);
+                    }
+                    (probe * usize::from(press), probe)
                 } else {
                     let have = st.idle.len() + st.connecting + st.validating;
                     let shared_demand = st.shared_waiters.live().div_ceil(shared.config.max_shares);
