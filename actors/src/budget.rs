@@ -206,6 +206,11 @@ impl Budget {
         self.wake(waiting);
     }
 
+    /// Whether some pool has demand the budget refused and has not settled.
+    pub(crate) fn anyone_presses(&self) -> bool {
+        self.state.lock().pressing.contains(&true)
+    }
+
     /// Tells `waiting` pools that budget may be free again.
     fn wake(&self, waiting: Vec<usize>) {
         if waiting.is_empty() {

@@ -298,3 +298,42 @@ async fn a_down_pool_in_a_spent_budget_takes_a_connection_for_its_probe_every_te
     assert_eq!(sup.status("b").unwrap(), PoolStatus::Up);
     sup.shutdown().await.unwrap();
 }
+
+/// A busy pool asked to give up a connection for another pool's callers forgets it once
+/// no pool needs it (the callers gave up): its connections come back to it, not closed.
+#[tokio::test(start_paused = true)]
+async fn a_connection_owed_to_callers_that_gave_up_is_not_closed() {
+    let sup = Supervisor::builder()
+        .max_connections(2)
+        .pool("a", MockManager::new(), PoolConfig::default().max_size(2))
+        .pool(
+            "b",
+            MockManager::new(),
+            PoolConfig::default().checkout_timeout(Duration::from_millis(200)),
+        )
+        .start()
+        .await
+        .unwrap();
+    let (a, b) = (
+        sup.pool::<MockManager>("a").unwrap(),
+        sup.pool::<MockManager>("b").unwrap(),
+    );
+    // a's two callers hold the whole budget (b's boot connection was reclaimed for them).
+    let held = (a.checkout().await.unwrap(), a.checkout().await.unwrap());
+    assert!(
+        b.checkout().await.is_err(),
+        "a gives up only what comes back"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    drop(held);
+    let m = sup.metrics().await.unwrap();
+    let a_snap = &m.pools[0];
+    let reclaimed = a_snap
+        .closes
+        .iter()
+        .find(|(r, _)| *r == CloseReason::Reclaimed)
+        .unwrap()
+        .1;
+    assert_eq!((a_snap.open, a_snap.idle, reclaimed), (2, 2, 0));
+    sup.shutdown().await.unwrap();
+}

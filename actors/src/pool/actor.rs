@@ -384,8 +384,13 @@ impl<M: ManageConnection> PoolState<M> {
         let now = clock::now();
         let mut doomed = Vec::new();
         let mut leaks = Vec::new();
+        let anyone_presses = shared.budget.anyone_presses();
         {
             let mut st = shared.state.lock();
+            if !anyone_presses {
+                // Whoever the owed connections were for needs them no more.
+                st.owed = 0;
+            }
             // Oldest idle first (the front of the stack).
             let mut i = 0;
             while i < st.idle.len() {
