@@ -1,6 +1,7 @@
 //! A state-machine test: random sequences of checkouts (exclusive and shared), returns,
 //! discards, broken returns, dropped pending checkouts, panics while holding, time passing
-//! (timeouts), resizes, server kills and pool restarts, on two pools under one budget,
+//! (timeouts), resizes, server kills and pool restarts, on two pools under one budget
+//! (one keeping an idle connection ready, `min_idle`),
 //! against a reference model of what callers hold. After every step: what is lent is
 //! exactly what callers hold, no connection is held exclusively twice or both exclusively
 //! and shared, no connection has more than `max_shares` callers, idle connections never
@@ -116,7 +117,10 @@ impl World {
                 } else {
                     SharePolicy::Pack
                 })
-                .reserve(1);
+                .reserve(1)
+                // One pool keeps connections ready, so standby refills meet callers'
+                // demand for the budget.
+                .min_idle(i);
             b = b.pool(format!("p{i}"), m.clone(), cfg);
         }
         let sup = b.start().await.unwrap();
