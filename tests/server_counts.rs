@@ -1,5 +1,6 @@
 //! Proofs against the servers' own connection counts (`pg_stat_activity`, `CLIENT LIST`):
-//! the global budget and the reserves under load, and shutdown closing every socket.
+//! the global budget and the reserves under load, connections moving from a busy pool to
+//! another pool's callers, and shutdown closing every socket.
 
 mod common;
 
@@ -363,4 +364,100 @@ async fn a_permit_is_freed_only_after_the_server_let_go() {
         );
     }
     sup.shutdown().await.unwrap();
+}
+
+/// Two PostgreSQL pools on a budget of 4. Eight callers keep all four connections of the
+/// first busy; four callers of the second come half a second later. The first closes
+/// connections as they come back until the two hold two each, and the server's own
+/// count (one `pg_stat_activity` snapshot over both pools, every 10 ms) never exceeds
+/// the budget meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_pool_gives_connections_to_another_pools_callers_within_the_budget() {
+    const BUDGET: usize = 4;
+    let (app_a, app_b) = (unique_name("pv_move_a"), unique_name("pv_move_b"));
+    let cfg = PoolConfig::default()
+        .max_size(BUDGET)
+        .checkout_timeout(Duration::from_secs(3));
+    let sup = Supervisor::builder()
+        .max_connections(BUDGET)
+        .graceful_pool(
+            "a",
+            "postgres",
+            Postgres::from_url(&pg_url_named(&app_a)).unwrap(),
+            cfg.clone(),
+        )
+        .graceful_pool(
+            "b",
+            "postgres",
+            Postgres::from_url(&pg_url_named(&app_b)).unwrap(),
+            cfg,
+        )
+        .start()
+        .await
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let worst = Arc::new(AtomicUsize::new(0));
+    let sampler = {
+        let (stop, worst) = (stop.clone(), worst.clone());
+        let (app_a, app_b) = (app_a.clone(), app_b.clone());
+        tokio::spawn(async move {
+            let pg = pg_admin().await;
+            while !stop.load(Ordering::Acquire) {
+                let open = pg_pids(&pg, &[&app_a, &app_b]).await.len();
+                worst.fetch_max(open, Ordering::AcqRel);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    let load = |pool: PoolHandle<Postgres>, tasks: usize| {
+        (0..tasks)
+            .map(|_| {
+                let (pool, stop) = (pool.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let mut ops = 0u32;
+                    while !stop.load(Ordering::Acquire) {
+                        let conn = pool.checkout().await.expect("checkout");
+                        conn.simple_query("SELECT 1").await.expect("SELECT 1");
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        drop(conn);
+                        ops += 1;
+                    }
+                    ops
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    let a = load(sup.postgres("a").unwrap(), 8);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let b = load(sup.postgres("b").unwrap(), 4);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let admin = pg_admin().await;
+    let held = (
+        pg_count(&admin, &app_a).await,
+        pg_count(&admin, &app_b).await,
+    );
+    stop.store(true, Ordering::Release);
+    let b_ops: Vec<u32> = ops_of(b).await;
+    ops_of(a).await;
+    sampler.await.unwrap();
+    sup.shutdown().await.unwrap();
+    let worst = worst.load(Ordering::Acquire);
+    eprintln!("server: a and b hold {held:?}, at most {worst} of {BUDGET}; b's callers: {b_ops:?}");
+    assert_eq!(held, (2, 2), "connections on the server by pool");
+    assert!(
+        worst <= BUDGET,
+        "the server saw {worst} connections, budget {BUDGET}"
+    );
+    assert!(
+        b_ops.iter().all(|&n| n >= 20),
+        "b's callers were served: {b_ops:?}"
+    );
+}
+
+async fn ops_of(tasks: Vec<tokio::task::JoinHandle<u32>>) -> Vec<u32> {
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
 }
