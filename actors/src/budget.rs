@@ -55,7 +55,9 @@ struct BudgetState {
     /// Pools refused a demand since the last release (the pressure hook ran for them).
     pressed: Vec<usize>,
     /// Pools with demand the budget refused and that have not settled since.
-    pressing: Vec<bool>,
+    /// (A list, not a flag per pool: few pools press at once, and many pools may share
+    /// a budget.)
+    pressing: Vec<usize>,
     peak: usize,
     refusals: u64,
 }
@@ -71,10 +73,8 @@ impl BudgetState {
     /// put `pool` two above the other, and the supervisor would move it back.)
     fn yields(&self, pool: usize, need: Need) -> bool {
         let mine = self.above_reserve(pool);
-        (0..self.used.len()).any(|other| {
-            other != pool
-                && self.pressing[other]
-                && (need == Need::Standby || self.above_reserve(other) < mine)
+        self.pressing.iter().any(|&other| {
+            other != pool && (need == Need::Standby || self.above_reserve(other) < mine)
         })
     }
 }
@@ -119,7 +119,7 @@ impl Budget {
                 shared_cap: max.saturating_sub(reserved),
                 waiting: Vec::new(),
                 pressed: Vec::new(),
-                pressing: vec![false; n],
+                pressing: Vec::new(),
                 peak: 0,
                 refusals: 0,
             }),
@@ -166,8 +166,8 @@ impl Budget {
             st.waiting.push(pool);
         }
         let press = need == Need::Demand && !st.pressed.contains(&pool);
-        if need == Need::Demand {
-            st.pressing[pool] = true;
+        if need == Need::Demand && !st.pressing.contains(&pool) {
+            st.pressing.push(pool);
         }
         if press {
             st.pressed.push(pool);
@@ -185,9 +185,10 @@ impl Budget {
     /// part again.
     pub(crate) fn settle(&self, pool: usize) {
         let mut st = self.state.lock();
-        if !std::mem::take(&mut st.pressing[pool]) {
+        let Some(at) = st.pressing.iter().position(|&p| p == pool) else {
             return;
-        }
+        };
+        st.pressing.swap_remove(at);
         // Pools it held back may go ahead.
         let waiting = std::mem::take(&mut st.waiting);
         drop(st);
@@ -206,9 +207,16 @@ impl Budget {
         self.wake(waiting);
     }
 
+    /// How much of the shared part each pool holds (permits beyond its reserve), in one
+    /// snapshot.
+    pub(crate) fn shares(&self) -> Vec<usize> {
+        let st = self.state.lock();
+        (0..st.used.len()).map(|i| st.above_reserve(i)).collect()
+    }
+
     /// Whether some pool has demand the budget refused and has not settled.
     pub(crate) fn anyone_presses(&self) -> bool {
-        self.state.lock().pressing.contains(&true)
+        !self.state.lock().pressing.is_empty()
     }
 
     /// Tells `waiting` pools that budget may be free again.

@@ -320,19 +320,16 @@ impl SupState {
     /// a freed permit to the smaller share first, so busy pools settle at about even
     /// shares instead of passing connections back and forth.)
     fn relieve(&mut self, wanting: usize) {
-        let share = |i| {
-            let (used, reserve) = self.budget.used_by(i);
-            used.saturating_sub(reserve)
-        };
-        let others = || (0..self.slots.len()).filter(|&i| i != wanting && share(i) > 0);
+        let shares = self.budget.shares();
+        let others = || (0..shares.len()).filter(|&i| i != wanting && shares[i] > 0);
         let idle = others()
             .map(|i| (i, self.slots[i].control.idle()))
             .filter(|(_, idle)| *idle > 0)
             .max_by_key(|(_, idle)| *idle);
         let busy = || {
-            let floor = share(wanting) + 1;
+            let floor = shares[wanting] + 1;
             others()
-                .map(|i| (i, share(i)))
+                .map(|i| (i, shares[i]))
                 .filter(|(_, n)| *n > floor)
                 .max_by_key(|(_, n)| *n)
         };
