@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::next_event;
 use poolvisor_actors::testing::MockManager;
-use poolvisor_actors::{CloseReason, PoolConfig, PoolStatus, Supervisor};
+use poolvisor_actors::{CloseReason, PoolConfig, PoolSnapshot, PoolStatus, Supervisor};
 
 /// 3 pools, 60 tasks on a multi-thread runtime, a budget smaller than the pools' sum:
 /// the most connections ever open at once, counted exactly by the manager the three pools
@@ -217,18 +217,6 @@ async fn busy_pools_split_a_spent_budget_evenly_without_passing_connections_back
             })
             .collect::<Vec<_>>()
     };
-    let reclaimed = |m: &poolvisor_actors::MetricsSnapshot| -> Vec<u64> {
-        m.pools
-            .iter()
-            .map(|p| {
-                p.closes
-                    .iter()
-                    .find(|(r, _)| *r == CloseReason::Reclaimed)
-                    .unwrap()
-                    .1
-            })
-            .collect()
-    };
     // a's eight callers take the whole budget; b's four arrive a second later.
     let a = run("a", 8, Duration::ZERO);
     let b = run("b", 4, Duration::from_secs(1));
@@ -242,7 +230,8 @@ async fn busy_pools_split_a_spent_budget_evenly_without_passing_connections_back
         );
         // b gave up the idle connection of its boot probe when a's callers came; a gave
         // up two busy ones when b's came; nothing moved after.
-        assert_eq!(reclaimed(&m), vec![2, 1], "connections given up at {at} ms");
+        let given_up: Vec<u64> = m.pools.iter().map(reclaimed).collect();
+        assert_eq!(given_up, vec![2, 1], "connections given up at {at} ms");
     }
     for task in a.into_iter().chain(b) {
         assert!(task.await.unwrap() > 100);
@@ -276,12 +265,7 @@ async fn a_down_pool_in_a_spent_budget_takes_a_connection_for_its_probe_every_te
     tokio::time::sleep(Duration::from_secs(60)).await;
     let m = sup.metrics().await.unwrap();
     let (a, b) = (&m.pools[0], &m.pools[1]);
-    let a_reclaimed = a
-        .closes
-        .iter()
-        .find(|(r, _)| *r == CloseReason::Reclaimed)
-        .unwrap()
-        .1;
+    let a_reclaimed = reclaimed(a);
     // Every second before; 81 in this test.
     assert!(
         a_reclaimed <= 7,
@@ -328,12 +312,14 @@ async fn a_connection_owed_to_callers_that_gave_up_is_not_closed() {
     drop(held);
     let m = sup.metrics().await.unwrap();
     let a_snap = &m.pools[0];
-    let reclaimed = a_snap
-        .closes
-        .iter()
-        .find(|(r, _)| *r == CloseReason::Reclaimed)
-        .unwrap()
-        .1;
-    assert_eq!((a_snap.open, a_snap.idle, reclaimed), (2, 2, 0));
+    assert_eq!((a_snap.open, a_snap.idle, reclaimed(a_snap)), (2, 2, 0));
     sup.shutdown().await.unwrap();
+}
+
+/// Connections `pool` closed to give their budget to another pool.
+fn reclaimed(pool: &PoolSnapshot) -> u64 {
+    pool.closes
+        .iter()
+        .find(|(reason, _)| *reason == CloseReason::Reclaimed)
+        .map_or(0, |(_, n)| *n)
 }
