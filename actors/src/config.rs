@@ -86,7 +86,10 @@ pub struct PoolConfig {
     /// A connection held longer than this raises a `LeakSuspected` event.
     #[serde(with = "crate::serde_duration::option")]
     pub leak_threshold: Option<Duration>,
-    /// Connections of the global budget guaranteed to this pool.
+    /// Connections of the global budget guaranteed to this pool. The rest of the budget
+    /// (the shared part) goes to the pools that need it, and busy pools split it evenly
+    /// down to a difference of one: with a single shared connection left, a pool whose
+    /// callers need it while another keeps it busy waits. A reserve is the guarantee.
     pub reserve: usize,
     /// Most callers that may wait at once; the next one fails at once with `Exhausted`.
     pub max_waiters: usize,
