@@ -44,15 +44,38 @@ mod tempfile_path {
     }
 }
 
-#[tokio::test]
+/// `check` over four pools: PostgreSQL up; an HTTP upstream that answers (a real hyper
+/// server) up; an HTTP port nobody listens on down; an HTTP port that accepts connections
+/// and never answers down too (HTTP/1.1 says nothing on connect, so `check` asks `HEAD /`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_reports_each_pool_and_fails_when_one_is_down() {
     let pg = common::pg_url();
     let with_password = pg.replacen("://root@", "://root:SECRETPW@", 1);
     let port = common::free_port().await;
+    // Accepts into its backlog and never answers.
+    let mute = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mute_port = mute.local_addr().unwrap().port();
+    let sup = Supervisor::builder().start().await.unwrap();
+    let web = poolvisor::admin::AdminServer::start(
+        sup.clone(),
+        &poolvisor::config::AdminSettings {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            token: None,
+        },
+    )
+    .await
+    .unwrap();
     let cfg = write_config(&format!(
-        "[pools.db]\nkind = \"postgres\"\nurl = \"{with_password}\"\n\n[pools.api]\nkind = \"http\"\nurl = \"http://u:SECRETPW@127.0.0.1:{port}\"\nconnect_timeout = \"1s\"\n"
+        "[pools.db]\nkind = \"postgres\"\nurl = \"{with_password}\"\n\n\
+         [pools.api]\nkind = \"http\"\nurl = \"http://u:SECRETPW@127.0.0.1:{port}\"\nconnect_timeout = \"1s\"\n\n\
+         [pools.mute]\nkind = \"http\"\nurl = \"http://u:SECRETPW@127.0.0.1:{mute_port}\"\nconnect_timeout = \"1s\"\n\n\
+         [pools.web]\nkind = \"http\"\nurl = \"http://{}\"\n",
+        web.addr()
     ));
-    let out = poolvisor(&["check", "--config", cfg.as_str()]);
+    let path = cfg.as_str().to_string();
+    let out = tokio::task::spawn_blocking(move || poolvisor(&["check", "--config", &path]))
+        .await
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
@@ -60,27 +83,33 @@ async fn check_reports_each_pool_and_fails_when_one_is_down() {
         Some(1),
         "stdout:\n{stdout}\nstderr:\n{stderr}"
     );
-    let db = stdout
-        .lines()
-        .find(|l| l.starts_with("db "))
-        .expect("a line for db");
+    let line = |pool: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{pool} ")))
+            .unwrap_or_else(|| panic!("a line for {pool}: {stdout}"))
+            .to_string()
+    };
+    let db = line("db");
     assert!(
         db.contains("postgres") && db.contains("127.0.0.1:5432/test") && db.ends_with("up"),
         "{db}"
     );
-    let api = stdout
-        .lines()
-        .find(|l| l.starts_with("api "))
-        .expect("a line for api");
+    let api = line("api");
     assert!(
         api.contains(&format!("http://127.0.0.1:{port}")) && api.contains("down"),
         "{api}"
     );
-    assert!(stderr.contains("1 of 2 pools are not up"), "{stderr}");
+    let mute_line = line("mute");
+    assert!(mute_line.contains("down: no HTTP answer"), "{mute_line}");
+    assert!(line("web").ends_with("up"), "{}", line("web"));
+    assert!(stderr.contains("2 of 4 pools are not up"), "{stderr}");
     assert!(
         !stdout.contains("SECRETPW") && !stderr.contains("SECRETPW"),
         "{stdout}{stderr}"
     );
+    drop((mute, web));
+    sup.shutdown().await.unwrap();
 }
 
 #[test]

@@ -33,7 +33,8 @@ enum Command {
     /// Validate a configuration file, connect every pool once, and print a table
     /// (pool, backend, address without password, connect time, state).
     ///
-    /// Exits 1 if a pool is down, 2 if the file is invalid.
+    /// An HTTP pool also sends `HEAD /`: any response counts, none within its
+    /// `connect_timeout` reads as down. Exits 1 if a pool is down, 2 if the file is invalid.
     Check {
         /// The TOML configuration file.
         #[arg(long, short, value_name = "FILE")]

@@ -1,10 +1,15 @@
-//! `poolvisor check`: validate a configuration file and connect every pool once.
+//! `poolvisor check`: validate a configuration file and connect every pool once (an HTTP
+//! pool also makes one request: HTTP/1.1 says nothing on connect, so a port that
+//! accepts and never answers would otherwise read as up).
 
 use std::time::{Duration, Instant};
 
-use poolvisor_actors::{redact, PoolStatus};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::Request;
+use poolvisor_actors::{redact, PoolStatus, Supervisor};
 
-use crate::backends::{Http, Postgres, Redis};
+use crate::backends::{Http, HttpPoolExt, Postgres, Redis, SupervisorBackends};
 use crate::config::{BackendKind, Config};
 
 /// One pool's line in the report.
@@ -49,8 +54,20 @@ pub async fn check(config: &Config) -> Vec<CheckRow> {
             Ok(sup) => {
                 let connect_time = started.elapsed();
                 let status = sup.status(&entry.name).unwrap_or(PoolStatus::Down);
+                let no_answer = match (entry.kind, status) {
+                    (BackendKind::Http, PoolStatus::Up) => {
+                        http_answers(&sup, &entry.name, entry.settings.connect_timeout).await
+                    }
+                    _ => None,
+                };
+                let status = if no_answer.is_some() {
+                    PoolStatus::Down
+                } else {
+                    status
+                };
                 let cause = match status {
                     PoolStatus::Up => None,
+                    _ if no_answer.is_some() => no_answer,
                     _ => sup
                         .metrics()
                         .await
@@ -72,4 +89,20 @@ pub async fn check(config: &Config) -> Vec<CheckRow> {
         });
     }
     rows
+}
+
+/// One `HEAD /` through the pool: any response is an answer. The failure, if none came
+/// within `timeout` (the pool's `connect_timeout`).
+async fn http_answers(sup: &Supervisor, pool: &str, timeout: Duration) -> Option<String> {
+    let handle = match sup.http(pool) {
+        Ok(handle) => handle,
+        Err(e) => return Some(e.to_string()),
+    };
+    let head = Request::head("/")
+        .body(Full::new(Bytes::new()))
+        .expect("a valid request");
+    match handle.request(head, timeout).await {
+        Ok(_) => None,
+        Err(e) => Some(redact(&format!("no HTTP answer to HEAD /: {e}"))),
+    }
 }
