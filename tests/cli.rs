@@ -44,9 +44,11 @@ mod tempfile_path {
     }
 }
 
-/// `check` over four pools: PostgreSQL up; an HTTP upstream that answers (a real hyper
-/// server) up; an HTTP port nobody listens on down; an HTTP port that accepts connections
-/// and never answers down too (HTTP/1.1 says nothing on connect, so `check` asks `HEAD /`).
+/// `check` over five pools: PostgreSQL up; an HTTP upstream that answers (a real hyper
+/// server) up, its `health_path` answering 200; the same upstream down when its
+/// `health_path` answers 404; an HTTP port nobody listens on down; an HTTP port that
+/// accepts connections and never answers down too (HTTP/1.1 says nothing on connect, so
+/// `check` asks `HEAD /`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_reports_each_pool_and_fails_when_one_is_down() {
     let pg = common::pg_url();
@@ -69,8 +71,9 @@ async fn check_reports_each_pool_and_fails_when_one_is_down() {
         "[pools.db]\nkind = \"postgres\"\nurl = \"{with_password}\"\n\n\
          [pools.api]\nkind = \"http\"\nurl = \"http://u:SECRETPW@127.0.0.1:{port}\"\nconnect_timeout = \"1s\"\n\n\
          [pools.mute]\nkind = \"http\"\nurl = \"http://u:SECRETPW@127.0.0.1:{mute_port}\"\nconnect_timeout = \"1s\"\n\n\
-         [pools.web]\nkind = \"http\"\nurl = \"http://{}\"\n",
-        web.addr()
+         [pools.web]\nkind = \"http\"\nurl = \"http://{addr}\"\nhealth_path = \"/health\"\n\n\
+         [pools.lost]\nkind = \"http\"\nurl = \"http://{addr}\"\nhealth_path = \"/no-such-route\"\n",
+        addr = web.addr()
     ));
     let path = cfg.as_str().to_string();
     let out = tokio::task::spawn_blocking(move || poolvisor(&["check", "--config", &path]))
@@ -103,7 +106,12 @@ async fn check_reports_each_pool_and_fails_when_one_is_down() {
     let mute_line = line("mute");
     assert!(mute_line.contains("down: no HTTP answer"), "{mute_line}");
     assert!(line("web").ends_with("up"), "{}", line("web"));
-    assert!(stderr.contains("2 of 4 pools are not up"), "{stderr}");
+    let lost = line("lost");
+    assert!(
+        lost.contains("down: ") && lost.contains("GET /no-such-route: answered 404"),
+        "{lost}"
+    );
+    assert!(stderr.contains("3 of 5 pools are not up"), "{stderr}");
     assert!(
         !stdout.contains("SECRETPW") && !stderr.contains("SECRETPW"),
         "{stdout}{stderr}"

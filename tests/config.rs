@@ -49,6 +49,7 @@ share_policy = "spread"
 [pools.loki]
 kind = "http"
 url = "https://loki.internal:3100"
+health_path = "/ready"
 "#;
 
 #[test]
@@ -84,6 +85,8 @@ fn a_full_document_reads_every_field() {
         (32, Some(SharePolicy::Spread))
     );
     assert_eq!(db.settings.share_policy, None, "the backend's choice");
+    assert_eq!(c.pools[2].health_path.as_deref(), Some("/ready"));
+    assert_eq!(db.health_path, None);
     let shown = format!("{c:?}");
     assert!(
         !shown.contains("pw-in-url") && !shown.contains("t0ken-secret"),
@@ -173,6 +176,9 @@ fn invalid_documents_name_the_key_and_the_value() {
         ("[pools.c]\nkind = \"redis\"\nurl = \"redis://h\"\nresponse_timeout = \"0s\"\n".into(), "pools.c.response_timeout: 0s: must be greater than zero"),
         ("[pools.c]\nkind = \"redis\"\nurl = \"redis://h\"\nresponse_timeout = 5\n".into(), "pools.c.response_timeout: expected a duration"),
         ("[pools.c]\nkind = \"redis\"\nurl = \"redis://h\"\nresponse_timeout = \"soon\"\n".into(), "pools.c.response_timeout: invalid duration \"soon\""),
+        (pool("health_path = \"/ready\""), "pools.db.health_path: only for kind = \"http\""),
+        ("[pools.h]\nkind = \"http\"\nurl = \"http://h\"\nhealth_path = 5\n".into(), "pools.h.health_path: expected a path such as \"/ready\""),
+        ("[pools.h]\nkind = \"http\"\nurl = \"http://h\"\nhealth_path = \"ready\"\n".into(), "pools.h.health_path: invalid http URL `ready`: a health path starts with /"),
         ("[pools.\"bad name!\"]\nkind = \"http\"\nurl = \"http://h\"\n".into(), "pools.bad name!: pool names"),
         ("[pools.db]\nkind = \"postgres\"\nurl = \"postgres://h/x\"\n[pools.db]\nkind = \"redis\"\n".into(), "duplicate"),
         ("not toml at all = = =".into(), ""),

@@ -4,7 +4,7 @@
 mod common;
 
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,10 +30,12 @@ enum Proto {
 }
 
 /// A hello-world server on an ephemeral loopback port that counts accepted sockets and
-/// can close every open connection on command.
+/// can close every open connection on command. `/ready` answers 200 while `healthy`,
+/// else 503.
 struct Server {
     port: u16,
     accepted: Arc<AtomicUsize>,
+    healthy: Arc<AtomicBool>,
     close_all: watch::Sender<u64>,
     root: Option<CertificateDer<'static>>,
 }
@@ -47,6 +49,7 @@ impl Server {
         let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let accepted = Arc::new(AtomicUsize::new(0));
+        let healthy = Arc::new(AtomicBool::new(true));
         let (close_all, close_rx) = watch::channel(0u64);
         let (acceptor, root) = if proto == Proto::Tls {
             let key = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
@@ -68,7 +71,7 @@ impl Server {
         } else {
             (None, None)
         };
-        let counter = accepted.clone();
+        let (counter, health) = (accepted.clone(), healthy.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
@@ -79,16 +82,21 @@ impl Server {
                 close.borrow_and_update(); // only closes after this point count
 
                 let acceptor = acceptor.clone();
+                let health = health.clone();
                 tokio::spawn(async move {
-                    let svc = service_fn(|req: Request<hyper::body::Incoming>| async move {
-                        let body = match req.uri().path() {
-                            "/slow" => {
-                                tokio::time::sleep(Duration::from_secs(5)).await;
-                                "slow"
+                    let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let healthy = health.load(Ordering::SeqCst);
+                        async move {
+                            let mut response = Response::new(Full::new(Bytes::from("hello")));
+                            match req.uri().path() {
+                                "/slow" => tokio::time::sleep(Duration::from_secs(5)).await,
+                                "/ready" if !healthy => {
+                                    *response.status_mut() = 503.try_into().unwrap()
+                                }
+                                _ => {}
                             }
-                            _ => "hello",
-                        };
-                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body))))
+                            Ok::<_, Infallible>(response)
+                        }
                     });
                     let serve = async move {
                         match (proto, acceptor) {
@@ -134,6 +142,7 @@ impl Server {
         Server {
             port,
             accepted,
+            healthy,
             close_all,
             root,
         }
@@ -411,4 +420,73 @@ async fn bad_urls_name_the_pool_and_hide_the_password() {
         assert!(text.contains("pool `p`"), "{text}");
         assert!(!text.contains("hunter2"), "{text}");
     }
+}
+
+/// With a health path, an upstream that accepts connections but answers 503 keeps the
+/// pool Down with that answer as the cause (the path's query, which may hold a key, left
+/// out); once it answers 200 the pool comes Up.
+#[tokio::test]
+async fn an_upstream_failing_its_health_path_is_down_until_it_answers() {
+    let server = Server::start(Proto::H1).await;
+    server.healthy.store(false, Ordering::SeqCst);
+    let manager = Http::new(&format!("http://127.0.0.1:{}", server.port))
+        .unwrap()
+        .health_path("/ready?key=hunter2")
+        .unwrap();
+    assert!(!format!("{manager:?}").contains("hunter2"));
+    let (sup, pool) = start(manager, PoolConfig::default()).await;
+    let mut events = sup.subscribe();
+    assert_eq!(pool.status(), poolvisor::PoolStatus::Down);
+    let err = pool
+        .request(get("/"), Duration::from_secs(1))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("GET /ready: answered 503"),
+        "{err}"
+    );
+    let snap = format!("{:?}", sup.metrics().await.unwrap());
+    assert!(!snap.contains("hunter2") && !err.to_string().contains("hunter2"));
+    server.healthy.store(true, Ordering::SeqCst);
+    assert!(
+        saw_event(&mut events, "recovered", Duration::from_secs(10)).await,
+        "no recovered event"
+    );
+    let response = pool
+        .request(get("/"), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    sup.shutdown().await.unwrap();
+}
+
+/// Validation asks the health path too: an idle connection to an upstream that has
+/// turned unhealthy is closed, not lent.
+#[tokio::test]
+async fn validation_asks_the_health_path_and_closes_connections_that_fail_it() {
+    let server = Server::start(Proto::H1).await;
+    let manager = Http::new(&format!("http://127.0.0.1:{}", server.port))
+        .unwrap()
+        .health_path("/ready")
+        .unwrap();
+    let cfg = PoolConfig::default()
+        .validation(Validation::Always)
+        .checkout_timeout(Duration::from_millis(500));
+    let (sup, pool) = start(manager, cfg).await;
+    let response = pool
+        .request(get("/"), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    server.healthy.store(false, Ordering::SeqCst);
+    assert!(
+        pool.checkout().await.is_err(),
+        "lent a connection that failed validation"
+    );
+    let snap = pool.snapshot();
+    assert!(
+        snap.closes.contains(&(CloseReason::Validation, 1)),
+        "{snap:?}"
+    );
+    sup.shutdown().await.unwrap();
 }

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use bb8::ManageConnection;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::client::conn::{http1, http2};
 use hyper::header::{HeaderValue, HOST};
-use hyper::http::uri::{Authority, Scheme};
+use hyper::http::uri::{Authority, PathAndQuery, Scheme};
 use hyper::{Request, Response, Uri};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use poolvisor_actors::{CheckoutError, GracefulClose, PoolHandle};
@@ -50,6 +50,7 @@ pub struct Http {
     version: HttpVersion,
     tls: Option<TlsConnector>,
     roots: Option<Arc<RootCertStore>>,
+    health_path: Option<PathAndQuery>,
 }
 
 impl std::fmt::Debug for Http {
@@ -57,6 +58,7 @@ impl std::fmt::Debug for Http {
         f.debug_struct("Http")
             .field("target", &self.target)
             .field("version", &self.version)
+            .field("health_path", &self.health_path.as_ref().map(|p| p.path()))
             .finish()
     }
 }
@@ -101,6 +103,7 @@ impl Http {
             version: HttpVersion::Auto,
             tls: None,
             roots: None,
+            health_path: None,
         };
         http.rebuild_tls()?;
         Ok(http)
@@ -120,9 +123,58 @@ impl Http {
         Ok(self)
     }
 
+    /// Makes every new connection, and every validation of an idle one, send `GET path`
+    /// and require a 2xx or 3xx answer, like HikariCP's `connectionTestQuery`. An upstream
+    /// that accepts connections but answers 503, or nothing within the pool's
+    /// `connect_timeout`, then counts as down, and its pool goes Down instead of lending
+    /// connections to it. Without a health path a connection is up once its handshake is
+    /// done, which for HTTP/1.1 is the TCP (and TLS) connect.
+    ///
+    /// ```
+    /// use poolvisor::backends::Http;
+    /// let h = Http::new("http://127.0.0.1:3100").unwrap().health_path("/ready").unwrap();
+    /// assert!(Http::new("http://h").unwrap().health_path("ready").is_err());
+    /// ```
+    pub fn health_path(mut self, path: &str) -> Result<Self, BackendError> {
+        let bad = |reason: &str| BackendError::invalid_url("http", path, reason);
+        if !path.starts_with('/') {
+            return Err(bad("a health path starts with /"));
+        }
+        self.health_path = Some(path.parse().map_err(|_| bad("not a valid path"))?);
+        Ok(self)
+    }
+
     /// `scheme://host:port`, for messages.
     pub fn target(&self) -> &str {
         &self.target
+    }
+
+    /// `GET health_path` on `conn`, if there is one: it must answer 2xx or 3xx, with a
+    /// body small enough to read (read, so that an HTTP/1.1 connection is free again).
+    async fn probe(&self, conn: &mut HttpConnection) -> Result<(), BackendError> {
+        let Some(path) = &self.health_path else {
+            return Ok(());
+        };
+        // Named by its path alone: a query may carry a key.
+        let failed = |what: &dyn std::fmt::Display| {
+            BackendError::server(&self.target, format_args!("GET {}: {what}", path.path()))
+        };
+        let req = Request::get(Uri::from(path.clone()))
+            .body(Full::new(Bytes::new()))
+            .expect("a valid request");
+        let response = conn.send(req).await.map_err(|e| failed(&e))?;
+        let status = response.status();
+        if !status.is_success() && !status.is_redirection() {
+            return Err(failed(&format_args!("answered {status}")));
+        }
+        Limited::new(response.into_body(), HEALTH_BODY_LIMIT)
+            .collect()
+            .await
+            .map_err(|e| match e.downcast::<LengthLimitError>() {
+                Ok(_) => failed(&"answered with a body over 64 KiB (choose a smaller health path)"),
+                Err(e) => failed(&e),
+            })?;
+        Ok(())
     }
 
     fn rebuild_tls(&mut self) -> Result<(), BackendError> {
@@ -138,6 +190,9 @@ impl Http {
         Ok(())
     }
 }
+
+/// The most of a health answer's body that is read.
+const HEALTH_BODY_LIMIT: usize = 64 * 1024;
 
 enum Sender {
     H1(http1::SendRequest<Full<Bytes>>),
@@ -257,12 +312,14 @@ impl ManageConnection for Http {
             }
         }
         .map_err(|e| err(&e))?;
-        Ok(HttpConnection {
+        let mut conn = HttpConnection {
             sender,
             driver,
             scheme: self.scheme.clone(),
             authority: self.authority.clone(),
-        })
+        };
+        self.probe(&mut conn).await?;
+        Ok(conn)
     }
 
     async fn is_valid(&self, conn: &mut HttpConnection) -> Result<(), BackendError> {
@@ -270,7 +327,8 @@ impl ManageConnection for Http {
             Sender::H1(s) => s.ready().await,
             Sender::H2(s) => s.ready().await,
         };
-        ready.map_err(|e| BackendError::server(&self.target, e))
+        ready.map_err(|e| BackendError::server(&self.target, e))?;
+        self.probe(conn).await
     }
 
     fn has_broken(&self, conn: &mut HttpConnection) -> bool {

@@ -1,6 +1,7 @@
 //! `poolvisor check`: validate a configuration file and connect every pool once (an HTTP
-//! pool also makes one request: HTTP/1.1 says nothing on connect, so a port that
-//! accepts and never answers would otherwise read as up).
+//! pool also makes one request, `GET` its `health_path` on connect or else `HEAD /`:
+//! HTTP/1.1 says nothing on connect, so a port that accepts and never answers would
+//! otherwise read as up).
 
 use std::time::{Duration, Instant};
 
@@ -54,8 +55,9 @@ pub async fn check(config: &Config) -> Vec<CheckRow> {
             Ok(sup) => {
                 let connect_time = started.elapsed();
                 let status = sup.status(&entry.name).unwrap_or(PoolStatus::Down);
+                // A health path was already asked on connect.
                 let no_answer = match (entry.kind, status) {
-                    (BackendKind::Http, PoolStatus::Up) => {
+                    (BackendKind::Http, PoolStatus::Up) if entry.health_path.is_none() => {
                         http_answers(&sup, &entry.name, entry.settings.connect_timeout).await
                     }
                     _ => None,

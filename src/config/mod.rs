@@ -27,6 +27,11 @@
 //! url = "postgres://app@db.internal/app?sslmode=require"
 //! ca_file = "/etc/ssl/db-ca.pem"   # TLS pools: trust these roots, not the system's
 //! init_sql = ["SET search_path TO app"]   # PostgreSQL only: run on every new connection
+//!
+//! [pools.loki]
+//! kind = "http"
+//! url = "http://127.0.0.1:3100"
+//! health_path = "/ready"   # HTTP only: GET on every new connection and validation
 //! ```
 
 use std::collections::BTreeMap;
@@ -187,6 +192,8 @@ pub struct PoolEntry {
     /// ([`InitSql`], the pool's customizer: `Config::builder()` gives such a pool no room
     /// for another).
     pub init_sql: Vec<String>,
+    /// `health_path` (HTTP pools only): `Http::health_path`, when given.
+    pub health_path: Option<String>,
 }
 
 impl fmt::Debug for PoolEntry {
@@ -199,6 +206,10 @@ impl fmt::Debug for PoolEntry {
             .field("response_timeout", &self.response_timeout)
             .field("ca_file", &self.ca_file)
             .field("init_sql", &self.init_sql)
+            .field(
+                "health_path",
+                &self.health_path.as_ref().map(|p| p.split('?').next()),
+            )
             .finish()
     }
 }
@@ -323,6 +334,25 @@ impl Config {
                 }
                 Some(v) => statements(&v).map_err(|e| ConfigError::new(key("init_sql"), e))?,
             };
+            let health_path = match table.remove("health_path") {
+                None => None,
+                Some(_) if kind != BackendKind::Http => {
+                    return Err(ConfigError::new(
+                        key("health_path"),
+                        "only for kind = \"http\"",
+                    ))
+                }
+                Some(Value::String(_, path)) => Some(path),
+                Some(other) => {
+                    return Err(ConfigError::new(
+                        key("health_path"),
+                        format!(
+                            "expected a path such as \"/ready\", found {}",
+                            other.to_actual()
+                        ),
+                    ))
+                }
+            };
             let settings = PoolConfig::deserialize(&Value::from(table))
                 .map_err(|e| ConfigError::from_figment(&format!("pools.{name}"), e))?;
             pools.push(PoolEntry {
@@ -333,6 +363,7 @@ impl Config {
                 response_timeout,
                 ca_file,
                 init_sql,
+                health_path,
             });
         }
         let config = Config {
@@ -454,7 +485,12 @@ impl PoolEntry {
     }
 
     fn http(&self) -> Result<Http, ConfigError> {
-        let http = Http::new(&self.url).map_err(|e| self.error("url", e))?;
+        let mut http = Http::new(&self.url).map_err(|e| self.error("url", e))?;
+        if let Some(path) = &self.health_path {
+            http = http
+                .health_path(path)
+                .map_err(|e| self.error("health_path", e))?;
+        }
         self.trusting(http, Http::root_certificates)
     }
 
