@@ -148,6 +148,10 @@ impl Server {
         }
     }
 
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
     fn accepted(&self) -> usize {
         self.accepted.load(Ordering::SeqCst)
     }
@@ -174,11 +178,7 @@ async fn start(manager: Http, cfg: PoolConfig) -> (Supervisor, PoolHandle<Http>)
 #[tokio::test]
 async fn http1_get_reuses_one_socket() {
     let server = Server::start(Proto::H1).await;
-    let (sup, pool) = start(
-        Http::new(&format!("http://127.0.0.1:{}", server.port)).unwrap(),
-        PoolConfig::default(),
-    )
-    .await;
+    let (sup, pool) = start(Http::new(&server.url()).unwrap(), PoolConfig::default()).await;
     for _ in 0..20 {
         let resp = pool
             .request(get("/"), Duration::from_secs(5))
@@ -196,7 +196,7 @@ async fn http1_get_reuses_one_socket() {
 async fn a_connection_the_server_closed_while_idle_is_never_handed_out() {
     let server = Server::start(Proto::H1).await;
     let (sup, pool) = start(
-        Http::new(&format!("http://127.0.0.1:{}", server.port)).unwrap(),
+        Http::new(&server.url()).unwrap(),
         PoolConfig::default().max_size(2),
     )
     .await;
@@ -232,7 +232,7 @@ async fn a_connection_the_server_closed_while_idle_is_never_handed_out() {
 #[tokio::test]
 async fn http2_prior_knowledge_multiplexes_on_one_socket() {
     let server = Server::start(Proto::H2).await;
-    let manager = Http::new(&format!("http://127.0.0.1:{}", server.port))
+    let manager = Http::new(&server.url())
         .unwrap()
         .version(HttpVersion::Http2)
         .unwrap();
@@ -255,7 +255,7 @@ async fn http2_prior_knowledge_multiplexes_on_one_socket() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_checkouts_run_side_by_side_on_one_http2_connection() {
     let server = Server::start(Proto::H2).await;
-    let manager = Http::new(&format!("http://127.0.0.1:{}", server.port))
+    let manager = Http::new(&server.url())
         .unwrap()
         .version(HttpVersion::Http2)
         .unwrap();
@@ -339,11 +339,7 @@ async fn https_with_a_trusted_self_signed_certificate_negotiates_h2() {
 #[tokio::test]
 async fn a_request_past_its_timeout_fails_and_its_connection_is_not_reused() {
     let server = Server::start(Proto::H1).await;
-    let (sup, pool) = start(
-        Http::new(&format!("http://127.0.0.1:{}", server.port)).unwrap(),
-        PoolConfig::default(),
-    )
-    .await;
+    let (sup, pool) = start(Http::new(&server.url()).unwrap(), PoolConfig::default()).await;
     let started = std::time::Instant::now();
     let err = pool
         .request(get("/slow"), Duration::from_millis(200))
@@ -429,7 +425,7 @@ async fn bad_urls_name_the_pool_and_hide_the_password() {
 async fn an_upstream_failing_its_health_path_is_down_until_it_answers() {
     let server = Server::start(Proto::H1).await;
     server.healthy.store(false, Ordering::SeqCst);
-    let manager = Http::new(&format!("http://127.0.0.1:{}", server.port))
+    let manager = Http::new(&server.url())
         .unwrap()
         .health_path("/ready?key=hunter2")
         .unwrap();
@@ -465,7 +461,7 @@ async fn an_upstream_failing_its_health_path_is_down_until_it_answers() {
 #[tokio::test]
 async fn validation_asks_the_health_path_and_closes_connections_that_fail_it() {
     let server = Server::start(Proto::H1).await;
-    let manager = Http::new(&format!("http://127.0.0.1:{}", server.port))
+    let manager = Http::new(&server.url())
         .unwrap()
         .health_path("/ready")
         .unwrap();
