@@ -6,6 +6,7 @@ pub(crate) mod admin;
 pub(crate) mod conn;
 pub(crate) mod control;
 pub(crate) mod handle;
+pub(crate) mod opening;
 pub(crate) mod pooled;
 pub(crate) mod recorder;
 pub(crate) mod shared;

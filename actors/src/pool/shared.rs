@@ -5,10 +5,9 @@
 //! (hence no budget permit) is ever dropped while it is held.
 
 use std::collections::HashMap;
-use std::panic::{AssertUnwindSafe, Location};
+use std::panic::Location;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
-use std::task::Poll;
 use std::time::Duration;
 
 use bb8::ManageConnection;
@@ -16,7 +15,6 @@ use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 use ractor::ActorRef;
 use tokio::sync::{oneshot, Notify};
-use tracing::Instrument;
 
 use super::actor::PoolMsg;
 use super::conn::{Closer, Conn};
@@ -25,12 +23,11 @@ use super::sharing::{AnySlot, Given};
 use super::stats::{CheckoutCounts, CloseReason, PoolSnapshot, Stats, LATENCY_BUCKETS};
 use super::status::{Admin, Health, PoolStatus};
 use super::waiters::{Delivery, Waiter, Waiters};
-use crate::budget::{Budget, BudgetListener, Permit};
+use crate::budget::{Budget, BudgetListener};
 use crate::clock::{self, Instant};
 use crate::config::{PoolConfig, SharePolicy, Validation};
 use crate::error::CheckoutError;
 use crate::event::{EventBus, EventKind};
-use crate::redact::redact;
 
 pub(crate) struct Lease {
     pub(crate) since: Instant,
@@ -136,9 +133,9 @@ pub(crate) struct PoolShared<M: ManageConnection> {
     pub(crate) manager: Arc<M>,
     pub(crate) config: PoolConfig,
     /// Set for managers that can tell when the server let go of a closed connection.
-    closer: Option<Closer<M::Connection>>,
+    pub(super) closer: Option<Closer<M::Connection>>,
     /// Run on every new connection before it is lent (`SupervisorBuilder::customize`).
-    customizer: Option<Customizer<M>>,
+    pub(super) customizer: Option<Customizer<M>>,
     /// On cache lines of its own: both cores write it under load, while the fields
     /// around it are only read.
     pub(crate) state: CachePadded<Mutex<State<M::Connection>>>,
@@ -785,70 +782,13 @@ impl<M: ManageConnection> PoolShared<M> {
         Some(id)
     }
 
-    fn next_id(&self) -> u64 {
+    pub(super) fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Opens one connection (a task the pool actor spawned) and runs the customizer on
-    /// it, both within `connect_timeout`. The caller counted it in `connecting` and
-    /// holds its permit. Returns the redacted error on failure.
-    pub(crate) async fn connect_one(self: Arc<Self>, permit: Permit) -> Result<(), Arc<str>> {
-        let timeout = self.config.connect_timeout;
-        let deadline = tokio::time::Instant::now() + timeout;
-        let span = tracing::debug_span!("connect", pool = %self.name);
-        let result = tokio::time::timeout_at(deadline, self.manager.connect())
-            .instrument(span.clone())
-            .await;
-        let mut raw = match result {
-            Ok(Ok(raw)) => raw,
-            Ok(Err(e)) => {
-                drop(permit);
-                return Err(self.connect_failed(redact(&format!("{e:?}"))));
-            }
-            Err(_) => {
-                drop(permit);
-                return Err(self.connect_failed(format!("connect timed out after {timeout:?}")));
-            }
-        };
-        let setup = match &self.customizer {
-            None => Ok(()),
-            Some(customizer) => {
-                // User code: a panic in it fails this connect, like an error, rather than
-                // the task that counts it.
-                let mut setup = customizer.on_acquire(&mut raw);
-                let setup = std::future::poll_fn(|cx| {
-                    match std::panic::catch_unwind(AssertUnwindSafe(|| setup.as_mut().poll(cx))) {
-                        Ok(poll) => poll.map(Some),
-                        Err(_) => Poll::Ready(None),
-                    }
-                });
-                match tokio::time::timeout_at(deadline, setup)
-                    .instrument(span)
-                    .await
-                {
-                    Ok(Some(Ok(()))) => Ok(()),
-                    Ok(Some(Err(e))) => Err(redact(&format!("connection setup failed: {e:?}"))),
-                    Ok(None) => Err("connection setup panicked".to_owned()),
-                    Err(_) => Err(format!(
-                        "connect and connection setup timed out after {timeout:?}"
-                    )),
-                }
-            }
-        };
-        let now = clock::now();
-        let conn = Conn::new(
-            raw,
-            self.next_id(),
-            now,
-            self.config.max_lifetime,
-            permit,
-            self.closer.clone(),
-        );
-        if let Err(cause) = setup {
-            // Closed like any connection: its permit goes once the server let go.
-            drop(conn);
-            return Err(self.connect_failed(cause));
-        }
+    /// A new connection is ready (its connect task counted it in `connecting`): to the
+    /// oldest waiter, else idle.
+    pub(super) fn opened(self: &Arc<Self>, conn: Conn<M::Connection>, now: Instant) {
         let handed = {
             let mut st = self.state.lock();
             st.connecting -= 1;
@@ -858,12 +798,11 @@ impl<M: ManageConnection> PoolShared<M> {
         };
         // `self` is an `Arc`: what `complete` holds is never the last reference.
         drop(self.complete(handed));
-        Ok(())
     }
 
     /// A connect failed (its permit already released, or on its way with the connection
     /// being closed): counted, and remembered as the pool's last error.
-    fn connect_failed(&self, cause: String) -> Arc<str> {
+    pub(super) fn connect_failed(&self, cause: String) -> Arc<str> {
         tracing::warn!(pool = %self.name, %cause, "connect failed");
         let cause: Arc<str> = cause.into();
         {
@@ -876,41 +815,31 @@ impl<M: ManageConnection> PoolShared<M> {
         cause
     }
 
-    /// Validates a connection that was idle (a task of the pool's), then lends it to the
-    /// oldest waiter or puts it back; closes it if it fails.
-    pub(crate) fn spawn_validation(self: &Arc<Self>, mut conn: Conn<M::Connection>) {
-        let shared = self.clone();
-        tokio::spawn(async move {
-            let timeout = shared.config.connect_timeout;
-            let span = tracing::debug_span!("validate", pool = %shared.name, conn = conn.id);
-            let ok = matches!(
-                tokio::time::timeout(timeout, shared.manager.is_valid(conn.get_mut()))
-                    .instrument(span)
-                    .await,
-                Ok(Ok(()))
-            );
-            let now = clock::now();
-            let mut next = Vec::new();
-            let handed = {
-                let mut st = shared.state.lock();
-                st.validating -= 1;
-                if ok && !conn.expired(now) {
-                    conn.idle_since = now;
-                    shared.hand_over(&mut st, conn, now)
-                } else {
-                    st.open -= 1;
-                    st.stats.validations_failed += 1;
-                    st.stats.closed(CloseReason::Validation);
-                    // Its waiter still waits: try the next idle connection for it.
-                    shared.feed_validations(&mut st, now, &mut next);
-                    Handed::Close(conn)
-                }
-            };
-            drop(shared.complete(handed));
-            if !next.is_empty() {
-                shared.dispose(next);
+    /// An idle connection's validation ended: if it passed (and the connection has not
+    /// expired meanwhile), lent to the oldest waiter or put back; else closed, and the
+    /// waiter it was meant for gets the next idle connection.
+    pub(super) fn validated(self: &Arc<Self>, mut conn: Conn<M::Connection>, ok: bool) {
+        let now = clock::now();
+        let mut next = Vec::new();
+        let handed = {
+            let mut st = self.state.lock();
+            st.validating -= 1;
+            if ok && !conn.expired(now) {
+                conn.idle_since = now;
+                self.hand_over(&mut st, conn, now)
+            } else {
+                st.open -= 1;
+                st.stats.validations_failed += 1;
+                st.stats.closed(CloseReason::Validation);
+                // Its waiter still waits: try the next idle connection for it.
+                self.feed_validations(&mut st, now, &mut next);
+                Handed::Close(conn)
             }
-        });
+        };
+        drop(self.complete(handed));
+        if !next.is_empty() {
+            self.dispose(next);
+        }
     }
 
     pub(crate) fn status(&self) -> PoolStatus {
