@@ -80,6 +80,29 @@ impl<M: ManageConnection> PoolHandle<M> {
     ///
     /// Cancel-safe: dropping the future at any point loses no connection. The call site
     /// is remembered for leak reports.
+    ///
+    /// For a shorter bound on one call, wrap it in `tokio::time::timeout`; with
+    /// `Duration::ZERO` that is a try: an idle connection if one is free and nobody
+    /// waits before us, else `Elapsed` at once, the caller's place in the queue given up.
+    ///
+    /// ```
+    /// # use poolvisor_actors::{Supervisor, PoolConfig, testing::MockManager};
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let sup = Supervisor::builder()
+    ///     .pool("mock", MockManager::new(), PoolConfig::default().max_size(1))
+    ///     .start()
+    ///     .await?;
+    /// let pool = sup.pool::<MockManager>("mock")?;
+    /// let held = pool.checkout().await?;
+    /// assert!(tokio::time::timeout(Duration::ZERO, pool.checkout()).await.is_err());
+    /// drop(held);
+    /// let conn = tokio::time::timeout(Duration::ZERO, pool.checkout()).await??;
+    /// # drop(conn);
+    /// # sup.shutdown().await?;
+    /// # Ok(()) }
+    /// ```
     #[track_caller]
     pub fn checkout(&self) -> impl Future<Output = Result<Pooled<M>, CheckoutError>> + Send + '_ {
         self.checkout_from(Location::caller())
