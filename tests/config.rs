@@ -178,7 +178,7 @@ fn invalid_documents_name_the_key_and_the_value() {
         ("[pools.c]\nkind = \"redis\"\nurl = \"redis://h\"\nresponse_timeout = \"soon\"\n".into(), "pools.c.response_timeout: invalid duration \"soon\""),
         (pool("health_path = \"/ready\""), "pools.db.health_path: only for kind = \"http\""),
         ("[pools.h]\nkind = \"http\"\nurl = \"http://h\"\nhealth_path = 5\n".into(), "pools.h.health_path: expected a path such as \"/ready\""),
-        ("[pools.h]\nkind = \"http\"\nurl = \"http://h\"\nhealth_path = \"ready\"\n".into(), "pools.h.health_path: invalid http URL `ready`: a health path starts with /"),
+        ("[pools.h]\nkind = \"http\"\nurl = \"http://h\"\nhealth_path = \"ready?key=hunter2\"\n".into(), "pools.h.health_path: invalid http URL `ready`: a health path starts with /"),
         ("[pools.\"bad name!\"]\nkind = \"http\"\nurl = \"http://h\"\n".into(), "pools.bad name!: pool names"),
         ("[pools.db]\nkind = \"postgres\"\nurl = \"postgres://h/x\"\n[pools.db]\nkind = \"redis\"\n".into(), "duplicate"),
         ("not toml at all = = =".into(), ""),

@@ -136,7 +136,9 @@ impl Http {
     /// assert!(Http::new("http://h").unwrap().health_path("ready").is_err());
     /// ```
     pub fn health_path(mut self, path: &str) -> Result<Self, BackendError> {
-        let bad = |reason: &str| BackendError::invalid_url("http", path, reason);
+        // Shown without its query, which may carry a key.
+        let shown = path.split('?').next().unwrap_or_default();
+        let bad = |reason: &str| BackendError::invalid_url("http", shown, reason);
         if !path.starts_with('/') {
             return Err(bad("a health path starts with /"));
         }
